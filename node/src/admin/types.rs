@@ -1,0 +1,118 @@
+//! JSON bodies of the admin API. The operator depends on these shapes; change
+//! them only together with it.
+
+use serde::{Deserialize, Serialize};
+
+/// Role of a node as seen by the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Accepts writes and streams its log to followers.
+    Leader,
+    /// Replicates from a leader, serves reads.
+    Follower,
+    /// Neither: waiting for the admin API (or fenced with no leader yet).
+    Idle,
+}
+
+/// Replication acknowledgement mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicationMode {
+    Async,
+    SemiSync,
+    Sync,
+}
+
+/// Log offsets of a node. Offsets are logical byte positions in the log:
+/// the same offset means the same state on every node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Offsets {
+    /// End of the last record appended to the local log.
+    pub appended: u64,
+    /// End of the last record known to be on stable storage locally.
+    pub durable: u64,
+    /// End of the last record applied to the visible keyspace.
+    pub applied: u64,
+    /// End of the last record acknowledged per the replication mode.
+    pub committed: u64,
+}
+
+/// One follower as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowerStatus {
+    pub node_id: String,
+    /// Remote address of the replication connection.
+    pub addr: String,
+    pub received: u64,
+    pub durable: u64,
+    pub applied: u64,
+    /// Leader appended offset minus the follower's acked offset (at ack level).
+    pub lag_bytes: u64,
+    /// Milliseconds since the follower last acknowledged everything it had
+    /// been sent; 0 when caught up.
+    pub lag_ms: u64,
+    /// "snapshot", "catching-up" or "streaming".
+    pub state: String,
+}
+
+/// `GET /status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    pub node_id: String,
+    pub role: Role,
+    pub epoch: u64,
+    /// True once fenced at `epoch` without a promote or follow since.
+    pub fenced: bool,
+    pub offsets: Offsets,
+    /// Replication address of the leader this node follows (followers).
+    pub leader: Option<String>,
+    /// Followers connected to this node (leaders).
+    pub followers: Vec<FollowerStatus>,
+    pub mode: ReplicationMode,
+    /// True while semi-sync/sync acknowledgement is degraded to async.
+    pub degraded: bool,
+    /// Follower link state: "up", "down", "connecting", "snapshot".
+    pub link: Option<String>,
+    /// Hex digest of the keyspace at `offsets.applied`.
+    pub digest: Option<String>,
+    pub keys: u64,
+}
+
+/// `POST /fence`: stop accepting the old epoch's writes and stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceRequest {
+    pub epoch: u64,
+}
+
+/// Answer to `POST /fence`: where this node's log ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FenceResponse {
+    pub node_id: String,
+    /// Epoch of the last record in this node's log.
+    pub last_epoch: u64,
+    /// End offset of this node's log.
+    pub last_offset: u64,
+    /// The epoch the node is now fenced at.
+    pub epoch: u64,
+}
+
+/// `POST /promote`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromoteRequest {
+    pub epoch: u64,
+}
+
+/// `POST /follow`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FollowRequest {
+    /// Replication address (`host:port`) of the leader.
+    pub leader: String,
+    pub epoch: u64,
+}
+
+/// Error body of every non-2xx admin answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}

@@ -1,0 +1,19 @@
+//! rstore-node: a Redis-protocol key-value store node with a checksummed
+//! write-ahead log and leader -> follower replication.
+//!
+//! Layout:
+//! - [`resp`]: RESP2/RESP3 codec (two-phase decoding, limits).
+//! - [`wal`]: segmented, CRC-checked write-ahead log and fsync policies;
+//!   [`snapshot`]: checkpoint files of the whole keyspace.
+//! - [`keyspace`]: the in-memory sharded map; [`record`]: the physical,
+//!   idempotent change records that the WAL carries.
+//! - [`engine`]: the state machine tying keyspace, log, offsets, epochs and
+//!   commit (visibility) together; [`commands`]: Redis command semantics.
+//! - [`server`]: the RESP data plane; [`admin`]: HTTP admin API, metrics and
+//!   the client the operator uses; [`replication`]: leader/follower streams.
+//! - [`config`]: command-line flags with environment fallbacks.
+
+pub mod admin;
+pub mod resp;
+pub mod snapshot;
+pub mod wal;
