@@ -1,2 +1,7 @@
-//! rstore-operator: reconciles `ReplicatedStore` resources and runs the same
-//! failover logic in a local (process) mode.
+//! rstore-operator: reconciles `ReplicatedStore` resources into running
+//! rstore clusters.
+//!
+//! Layout (a pipeline, each step its own module and error type):
+//! - [`crd`]: the `ReplicatedStore` resource, its schema, defaults and the
+//!   CRD YAML (`rstore-operator crd`).
+pub mod crd;
