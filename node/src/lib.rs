@@ -11,9 +11,19 @@
 //!   commit (visibility) together; [`commands`]: Redis command semantics.
 //! - [`server`]: the RESP data plane; [`admin`]: HTTP admin API, metrics and
 //!   the client the operator uses; [`replication`]: leader/follower streams.
-//! - [`config`]: command-line flags with environment fallbacks.
+//! - [`node`]: wires them into a running node; [`config`]: flags.
 
 pub mod admin;
+pub mod commands;
+pub mod config;
+pub mod engine;
+pub mod keyspace;
+pub mod meta;
+pub mod node;
+pub mod record;
+pub mod replication;
 pub mod resp;
+pub mod server;
 pub mod snapshot;
+pub mod stats;
 pub mod wal;

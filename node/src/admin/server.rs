@@ -1,0 +1,492 @@
+//! The admin HTTP server: health, status, role changes and Prometheus metrics.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::types::*;
+use crate::commands::Shared;
+use crate::engine::EngineError;
+use crate::stats::Histogram;
+
+type AppState = Arc<Shared>;
+
+/// Build the admin router (exposed for in-process tests).
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/fence", post(fence))
+        .route("/promote", post(promote))
+        .route("/follow", post(follow))
+        .route("/metrics", get(metrics))
+        .with_state(shared)
+}
+
+/// Serve the admin API until `shutdown` turns true.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let app = router(shared);
+    let res = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.changed().await;
+        })
+        .await;
+    if let Err(e) = res {
+        tracing::error!("admin server failed: {e}");
+    }
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(ErrorBody { error: msg.into() })).into_response()
+}
+
+fn engine_error(e: EngineError) -> Response {
+    let status = match e {
+        EngineError::Epoch(_) => StatusCode::CONFLICT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.to_string())
+}
+
+/// Liveness: the process serves HTTP and its log has not failed.
+async fn healthz(State(s): State<AppState>) -> Response {
+    if let Some(reason) = s.engine.wal().failure() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("write-ahead log failed: {reason}"),
+        );
+    }
+    if let Some(reason) = s.engine.poisoned() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, reason);
+    }
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+/// Readiness: able to serve its role (an unfenced leader, or a follower
+/// whose link is up). Idle nodes are not ready.
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.engine.wal().failure().is_some() || s.engine.poisoned().is_some() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "storage failed");
+    }
+    let r = s.engine.role();
+    let ready = match r.role {
+        Role::Leader => !r.fenced,
+        Role::Follower => !r.fenced && s.link.status() == "up",
+        Role::Idle => false,
+    };
+    if ready {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "not ready: role {:?}, fenced {}, link {}",
+                r.role,
+                r.fenced,
+                s.link.status()
+            ),
+        )
+    }
+}
+
+/// Build the `/status` body.
+pub fn status_of(s: &Shared) -> StatusResponse {
+    let e = &s.engine;
+    let r = e.role();
+    let offsets = e.offsets();
+    let followers = e
+        .followers()
+        .into_iter()
+        .map(|f| {
+            let acked = match e.opts.ack_level {
+                crate::config::AckLevel::Received => f.received,
+                crate::config::AckLevel::Durable => f.durable,
+                crate::config::AckLevel::Applied => f.applied,
+            };
+            FollowerStatus {
+                node_id: f.node_id,
+                addr: f.addr,
+                received: f.received,
+                durable: f.durable,
+                applied: f.applied,
+                lag_bytes: offsets.appended.saturating_sub(acked),
+                lag_ms: if acked >= offsets.appended {
+                    0
+                } else {
+                    f.caught_up_at
+                        .map(|t| t.elapsed().as_millis() as u64)
+                        .unwrap_or(0)
+                },
+                state: f.state,
+            }
+        })
+        .collect();
+    let (digest, _) = e.digest();
+    StatusResponse {
+        node_id: e.opts.node_id.clone(),
+        role: r.role,
+        epoch: r.epoch,
+        fenced: r.fenced,
+        offsets,
+        leader: r.leader,
+        followers,
+        mode: e.opts.mode,
+        degraded: e.degraded(),
+        link: (r.role == Role::Follower).then(|| s.link.status().to_string()),
+        digest: Some(format!("{digest:016x}")),
+        keys: e.keys() as u64,
+    }
+}
+
+async fn status(State(s): State<AppState>) -> Json<StatusResponse> {
+    Json(status_of(&s))
+}
+
+async fn fence(State(s): State<AppState>, Json(req): Json<FenceRequest>) -> Response {
+    match s.engine.fence(req.epoch) {
+        Ok((last_epoch, last_offset)) => Json(FenceResponse {
+            node_id: s.engine.opts.node_id.clone(),
+            last_epoch,
+            last_offset,
+            epoch: req.epoch,
+        })
+        .into_response(),
+        Err(e) => engine_error(e),
+    }
+}
+
+async fn promote(State(s): State<AppState>, Json(req): Json<PromoteRequest>) -> Response {
+    match s.engine.promote(req.epoch) {
+        Ok(()) => Json(status_of(&s)).into_response(),
+        Err(e) => engine_error(e),
+    }
+}
+
+async fn follow(State(s): State<AppState>, Json(req): Json<FollowRequest>) -> Response {
+    if req.leader.trim().is_empty() || !req.leader.contains(':') {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "leader must be HOST:PORT of the leader's replication listener",
+        );
+    }
+    match s.engine.follow(req.leader, req.epoch) {
+        Ok(()) => Json(status_of(&s)).into_response(),
+        Err(e) => engine_error(e),
+    }
+}
+
+/// Resident set size of this process, from /proc.
+pub fn rss_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+fn histogram(out: &mut String, name: &str, help: &str, labels: &str, h: &Histogram, header: bool) {
+    if header {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    }
+    let (buckets, count, sum) = h.snapshot();
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (le, c) in buckets {
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {c}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(
+        out,
+        "{name}_sum{braces} {sum}\n{name}_count{braces} {count}"
+    );
+}
+
+/// Prometheus text exposition of the node's metrics.
+pub fn metrics_text(s: &Shared) -> String {
+    let e = &s.engine;
+    let st = &e.stats;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let mut out = String::with_capacity(8192);
+    let mut counter = |name: &str, help: &str, kind: &str, samples: &[(&str, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in samples {
+            if labels.is_empty() {
+                let _ = writeln!(out, "{name} {v}");
+            } else {
+                let _ = writeln!(out, "{name}{{{labels}}} {v}");
+            }
+        }
+    };
+    counter(
+        "rstore_commands_total",
+        "Commands processed by type.",
+        "counter",
+        &[
+            ("type=\"read\"", load(&st.read_commands)),
+            ("type=\"write\"", load(&st.write_commands)),
+            ("type=\"other\"", load(&st.other_commands)),
+        ],
+    );
+    counter(
+        "rstore_command_errors_total",
+        "Commands answered with an error.",
+        "counter",
+        &[("", load(&st.command_errors))],
+    );
+    counter(
+        "rstore_protocol_errors_total",
+        "Connections closed for malformed RESP.",
+        "counter",
+        &[("", load(&st.protocol_errors))],
+    );
+    counter(
+        "rstore_connected_clients",
+        "Open client connections.",
+        "gauge",
+        &[("", load(&st.connected_clients))],
+    );
+    counter(
+        "rstore_connections_total",
+        "Client connections accepted.",
+        "counter",
+        &[("", load(&st.connections_total))],
+    );
+    counter(
+        "rstore_rejected_connections_total",
+        "Connections refused at --max-clients.",
+        "counter",
+        &[("", load(&st.rejected_connections))],
+    );
+    counter(
+        "rstore_keys",
+        "Keys in the readable keyspace.",
+        "gauge",
+        &[("", e.keys() as u64)],
+    );
+    counter(
+        "rstore_expired_keys_total",
+        "Keys deleted by expiry.",
+        "counter",
+        &[("", load(&st.expired_keys))],
+    );
+    counter(
+        "rstore_keyspace_hits_total",
+        "GET hits.",
+        "counter",
+        &[("", load(&st.keyspace_hits))],
+    );
+    counter(
+        "rstore_keyspace_misses_total",
+        "GET misses.",
+        "counter",
+        &[("", load(&st.keyspace_misses))],
+    );
+    let offsets = e.offsets();
+    counter(
+        "rstore_offset_bytes",
+        "Log offsets of this node.",
+        "gauge",
+        &[
+            ("kind=\"appended\"", offsets.appended),
+            ("kind=\"durable\"", offsets.durable),
+            ("kind=\"applied\"", offsets.applied),
+            ("kind=\"committed\"", offsets.committed),
+        ],
+    );
+    let r = e.role();
+    counter("rstore_epoch", "Current epoch.", "gauge", &[("", r.epoch)]);
+    counter(
+        "rstore_role",
+        "1 for the node's current role.",
+        "gauge",
+        &[
+            ("role=\"leader\"", u64::from(r.role == Role::Leader)),
+            ("role=\"follower\"", u64::from(r.role == Role::Follower)),
+            ("role=\"idle\"", u64::from(r.role == Role::Idle)),
+        ],
+    );
+    counter(
+        "rstore_fenced",
+        "1 while fenced.",
+        "gauge",
+        &[("", u64::from(r.fenced))],
+    );
+    counter(
+        "rstore_replication_degraded",
+        "1 while semi-sync/sync runs degraded as async.",
+        "gauge",
+        &[("", u64::from(e.degraded()))],
+    );
+    counter(
+        "rstore_sync_timeouts_total",
+        "Writes whose follower acks timed out.",
+        "counter",
+        &[("", load(&st.sync_timeouts))],
+    );
+    counter(
+        "rstore_degrade_events_total",
+        "Switches from semi-sync/sync to async.",
+        "counter",
+        &[("", load(&st.degrade_events))],
+    );
+    counter(
+        "rstore_wal_bytes",
+        "Bytes of log on disk.",
+        "gauge",
+        &[("", e.wal().disk_bytes())],
+    );
+    counter(
+        "rstore_wal_segments",
+        "Log segment files.",
+        "gauge",
+        &[("", e.wal().segment_count() as u64)],
+    );
+    counter(
+        "rstore_snapshot_bytes",
+        "Size of the latest snapshot.",
+        "gauge",
+        &[("", e.snapshot_bytes())],
+    );
+    counter(
+        "rstore_checkpoints_total",
+        "Snapshots written.",
+        "counter",
+        &[("", load(&st.checkpoints))],
+    );
+    counter(
+        "rstore_resyncs_total",
+        "Follower resynchronisations served, by kind.",
+        "counter",
+        &[
+            ("kind=\"partial\"", load(&st.resyncs_partial)),
+            ("kind=\"full\"", load(&st.resyncs_full)),
+        ],
+    );
+    counter(
+        "rstore_snapshot_sent_bytes_total",
+        "Snapshot bytes shipped to followers.",
+        "counter",
+        &[("", load(&st.snapshot_bytes_sent))],
+    );
+    counter(
+        "rstore_net_input_bytes_total",
+        "Bytes read from clients.",
+        "counter",
+        &[("", load(&st.net_input_bytes))],
+    );
+    counter(
+        "rstore_net_output_bytes_total",
+        "Bytes written to clients.",
+        "counter",
+        &[("", load(&st.net_output_bytes))],
+    );
+    counter(
+        "rstore_resident_memory_bytes",
+        "Resident set size.",
+        "gauge",
+        &[("", rss_bytes().unwrap_or(0))],
+    );
+    let followers = e.followers();
+    let _ = writeln!(
+        out,
+        "# HELP rstore_follower_lag_bytes Leader log end minus the follower's acked offset.\n# TYPE rstore_follower_lag_bytes gauge"
+    );
+    for f in &followers {
+        let _ = writeln!(
+            out,
+            "rstore_follower_lag_bytes{{follower=\"{}\"}} {}",
+            f.node_id,
+            offsets.appended.saturating_sub(f.received)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP rstore_follower_acked_offset_bytes Offsets acknowledged by each follower.\n# TYPE rstore_follower_acked_offset_bytes gauge"
+    );
+    for f in &followers {
+        for (kind, v) in [
+            ("received", f.received),
+            ("durable", f.durable),
+            ("applied", f.applied),
+        ] {
+            let _ = writeln!(
+                out,
+                "rstore_follower_acked_offset_bytes{{follower=\"{}\",kind=\"{kind}\"}} {v}",
+                f.node_id
+            );
+        }
+    }
+    histogram(
+        &mut out,
+        "rstore_command_duration_seconds",
+        "Command latency including acknowledgement.",
+        "type=\"read\"",
+        &st.read_latency,
+        true,
+    );
+    histogram(
+        &mut out,
+        "rstore_command_duration_seconds",
+        "",
+        "type=\"write\"",
+        &st.write_latency,
+        false,
+    );
+    histogram(
+        &mut out,
+        "rstore_sync_wait_seconds",
+        "Time writes waited for follower acks.",
+        "",
+        &st.sync_wait_latency,
+        true,
+    );
+    let ws = e.wal().stats();
+    let _ = writeln!(
+        out,
+        "# HELP rstore_fsync_duration_seconds WAL fsync latency.\n# TYPE rstore_fsync_duration_seconds histogram"
+    );
+    for (le, c) in &ws.fsync_buckets {
+        let _ = writeln!(
+            out,
+            "rstore_fsync_duration_seconds_bucket{{le=\"{le}\"}} {c}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "rstore_fsync_duration_seconds_bucket{{le=\"+Inf\"}} {n}\nrstore_fsync_duration_seconds_sum {}\nrstore_fsync_duration_seconds_count {n}",
+        ws.fsync_total_micros as f64 / 1e6,
+        n = ws.fsync_count
+    );
+    let _ = writeln!(
+        out,
+        "# HELP rstore_wal_written_bytes_total Log bytes handed to the OS.\n# TYPE rstore_wal_written_bytes_total counter\nrstore_wal_written_bytes_total {}",
+        ws.bytes_written
+    );
+    out
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        metrics_text(&s),
+    )
+        .into_response()
+}

@@ -1,0 +1,574 @@
+//! String commands: GET/SET family, counters, ranges.
+
+use bytes::Bytes;
+
+use super::util::{format_f64, parse_f64, parse_i64};
+use super::{Action, Ctx};
+use crate::engine::Current;
+use crate::stats::Stats;
+
+pub(super) fn dispatch(
+    ctx: &mut Ctx<'_>,
+    name: &str,
+    args: &[Bytes],
+    start: usize,
+) -> Option<Action> {
+    Some(match name {
+        "get" => {
+            get(ctx, &args[1]);
+            Action::Done
+        }
+        "mget" => {
+            mget(ctx, &args[1..]);
+            Action::Done
+        }
+        "strlen" => {
+            strlen(ctx, &args[1]);
+            Action::Done
+        }
+        "getrange" | "substr" => {
+            getrange(ctx, args);
+            Action::Done
+        }
+        "set" => set(ctx, args, start),
+        "setnx" => set_simple(
+            ctx,
+            args[1].clone(),
+            args[2].clone(),
+            SetCond::Nx,
+            None,
+            true,
+            start,
+        ),
+        "setex" | "psetex" => {
+            let unit = if name == "setex" { 1000 } else { 1 };
+            let Some(n) = parse_i64(&args[2]) else {
+                ctx.not_integer();
+                return Some(Action::Done);
+            };
+            match relative_expiry(n, unit, ctx.engine_now()) {
+                Some(at) => set_simple(
+                    ctx,
+                    args[1].clone(),
+                    args[3].clone(),
+                    SetCond::Always,
+                    Some(at),
+                    false,
+                    start,
+                ),
+                None => {
+                    ctx.err(&format!("ERR invalid expire time in '{name}' command"));
+                    Action::Done
+                }
+            }
+        }
+        "getset" => {
+            let (key, value) = (args[1].clone(), args[2].clone());
+            ctx.write(
+                start,
+                |v| {
+                    let old = v.get(&key);
+                    v.set(key, value, 0);
+                    old
+                },
+                |c, old| reply_opt(c, old),
+            )
+        }
+        "getdel" => {
+            let key = args[1].clone();
+            ctx.write(
+                start,
+                |v| {
+                    let old = v.get(&key);
+                    if old.is_some() {
+                        v.del(&key);
+                    }
+                    old
+                },
+                |c, old| reply_opt(c, old),
+            )
+        }
+        "getex" => getex(ctx, args, start),
+        "mset" | "msetnx" => mset(ctx, args, name == "msetnx", start),
+        "incr" => incr_by(ctx, args[1].clone(), 1, start),
+        "decr" => incr_by(ctx, args[1].clone(), -1, start),
+        "incrby" | "decrby" => {
+            let Some(n) = parse_i64(&args[2]) else {
+                ctx.not_integer();
+                return Some(Action::Done);
+            };
+            let n = if name == "decrby" {
+                match n.checked_neg() {
+                    Some(n) => n,
+                    None => {
+                        ctx.err("ERR decrement would overflow");
+                        return Some(Action::Done);
+                    }
+                }
+            } else {
+                n
+            };
+            incr_by(ctx, args[1].clone(), n, start)
+        }
+        "incrbyfloat" => incr_by_float(ctx, args, start),
+        "append" => append(ctx, args, start),
+        "setrange" => setrange(ctx, args, start),
+        _ => return None,
+    })
+}
+
+impl Ctx<'_> {
+    fn engine_now(&self) -> u64 {
+        crate::engine::now_ms()
+    }
+    fn max_value(&self) -> usize {
+        self.shared.config.max_bulk_bytes
+    }
+}
+
+fn reply_opt(c: &mut Ctx<'_>, v: Option<Current>) {
+    match v {
+        Some(cur) => c.bulk(&cur.value),
+        None => c.null(),
+    }
+}
+
+fn get(ctx: &mut Ctx<'_>, key: &[u8]) {
+    let Ctx { shared, sess, out } = ctx;
+    let stats = &shared.engine.stats;
+    shared.engine.read(|ks, now| match ks.get(key) {
+        Some(e) if !e.is_expired(now) => {
+            Stats::inc(&stats.keyspace_hits);
+            crate::resp::encode_bulk(e.value(), out);
+        }
+        _ => {
+            Stats::inc(&stats.keyspace_misses);
+            crate::resp::encode_null(sess.proto, out);
+        }
+    });
+}
+
+fn mget(ctx: &mut Ctx<'_>, keys: &[Bytes]) {
+    let Ctx { shared, sess, out } = ctx;
+    crate::resp::encode_array_len(keys.len(), out);
+    shared.engine.read(|ks, now| {
+        for key in keys {
+            match ks.get(key) {
+                Some(e) if !e.is_expired(now) => crate::resp::encode_bulk(e.value(), out),
+                _ => crate::resp::encode_null(sess.proto, out),
+            }
+        }
+    });
+}
+
+fn strlen(ctx: &mut Ctx<'_>, key: &[u8]) {
+    let len = ctx
+        .engine()
+        .read(|ks, now| {
+            ks.get(key)
+                .filter(|e| !e.is_expired(now))
+                .map(|e| e.value().len())
+        })
+        .unwrap_or(0);
+    ctx.int(len as i64);
+}
+
+/// GETRANGE's index arithmetic, exactly as Redis 7 does it.
+pub fn range_bounds(start: i64, end: i64, len: usize) -> Option<(usize, usize)> {
+    let len = len as i64;
+    if start < 0 && end < 0 && start > end {
+        return None;
+    }
+    let mut s = if start < 0 { len + start } else { start };
+    let mut e = if end < 0 { len + end } else { end };
+    if s < 0 {
+        s = 0;
+    }
+    if e < 0 {
+        e = 0;
+    }
+    if e >= len {
+        e = len - 1;
+    }
+    if s > e || len == 0 {
+        return None;
+    }
+    Some((s as usize, e as usize))
+}
+
+fn getrange(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+    let (Some(start), Some(end)) = (parse_i64(&args[2]), parse_i64(&args[3])) else {
+        ctx.not_integer();
+        return;
+    };
+    let Ctx { shared, out, .. } = ctx;
+    shared.engine.read(|ks, now| {
+        let value = ks
+            .get(&args[1])
+            .filter(|e| !e.is_expired(now))
+            .map(|e| e.value())
+            .unwrap_or(b"");
+        match range_bounds(start, end, value.len()) {
+            Some((s, e)) => crate::resp::encode_bulk(&value[s..=e], out),
+            None => crate::resp::encode_bulk(b"", out),
+        }
+    });
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SetCond {
+    Always,
+    Nx,
+    Xx,
+}
+
+/// `now + n * unit` ms, or None if n <= 0 or it overflows.
+fn relative_expiry(n: i64, unit_ms: i64, now: u64) -> Option<u64> {
+    if n <= 0 {
+        return None;
+    }
+    let ms = n.checked_mul(unit_ms)?;
+    (now as i64).checked_add(ms).map(|v| v as u64)
+}
+
+/// Parsed expiry option of SET/GETEX.
+enum ExpiryOpt {
+    None,
+    At(u64),
+    KeepTtl,
+    Persist,
+}
+
+/// Parse EX/PX/EXAT/PXAT `value`; Err(true) = bad time, Err(false) = not integer.
+fn absolute_expiry(opt: &str, value: &[u8], now: u64) -> Result<u64, bool> {
+    let n = parse_i64(value).ok_or(false)?;
+    match opt {
+        "ex" => relative_expiry(n, 1000, now).ok_or(true),
+        "px" => relative_expiry(n, 1, now).ok_or(true),
+        "exat" if n > 0 => n.checked_mul(1000).map(|v| v as u64).ok_or(true),
+        "pxat" if n > 0 => Ok(n as u64),
+        _ => Err(true),
+    }
+}
+
+fn set(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
+    let now = ctx.engine_now();
+    let mut cond = SetCond::Always;
+    let mut expiry = ExpiryOpt::None;
+    let mut get = false;
+    let mut i = 3;
+    while i < args.len() {
+        let opt = String::from_utf8_lossy(&args[i]).to_ascii_lowercase();
+        let has_next = i + 1 < args.len();
+        match opt.as_str() {
+            "nx" if cond == SetCond::Always => cond = SetCond::Nx,
+            "xx" if cond == SetCond::Always => cond = SetCond::Xx,
+            "get" => get = true,
+            "keepttl" if matches!(expiry, ExpiryOpt::None) => expiry = ExpiryOpt::KeepTtl,
+            "ex" | "px" | "exat" | "pxat" if matches!(expiry, ExpiryOpt::None) && has_next => {
+                i += 1;
+                match absolute_expiry(&opt, &args[i], now) {
+                    Ok(at) => expiry = ExpiryOpt::At(at),
+                    Err(false) => {
+                        ctx.not_integer();
+                        return Action::Done;
+                    }
+                    Err(true) => {
+                        ctx.err("ERR invalid expire time in 'set' command");
+                        return Action::Done;
+                    }
+                }
+            }
+            _ => {
+                ctx.syntax_error();
+                return Action::Done;
+            }
+        }
+        i += 1;
+    }
+    let (key, value) = (args[1].clone(), args[2].clone());
+    ctx.write(
+        start,
+        move |v| {
+            let old = v.get(&key);
+            let allowed = match cond {
+                SetCond::Always => true,
+                SetCond::Nx => old.is_none(),
+                SetCond::Xx => old.is_some(),
+            };
+            if allowed {
+                let at = match expiry {
+                    ExpiryOpt::At(at) => at,
+                    ExpiryOpt::KeepTtl => old.as_ref().map(|c| c.expire_at_ms).unwrap_or(0),
+                    ExpiryOpt::None | ExpiryOpt::Persist => 0,
+                };
+                v.set(key, value, at);
+            }
+            (allowed, old)
+        },
+        move |c, (allowed, old)| {
+            if get {
+                reply_opt(c, old);
+            } else if allowed {
+                c.ok();
+            } else {
+                c.null();
+            }
+        },
+    )
+}
+
+fn set_simple(
+    ctx: &mut Ctx<'_>,
+    key: Bytes,
+    value: Bytes,
+    cond: SetCond,
+    at: Option<u64>,
+    int_reply: bool,
+    start: usize,
+) -> Action {
+    ctx.write(
+        start,
+        move |v| {
+            let allowed = cond != SetCond::Nx || v.live_expiry(&key).is_none();
+            if allowed {
+                v.set(key, value, at.unwrap_or(0));
+            }
+            allowed
+        },
+        move |c, allowed| {
+            if int_reply {
+                c.int(i64::from(allowed));
+            } else {
+                c.ok();
+            }
+        },
+    )
+}
+
+fn getex(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
+    let now = ctx.engine_now();
+    let mut expiry = ExpiryOpt::None;
+    let mut i = 2;
+    while i < args.len() {
+        let opt = String::from_utf8_lossy(&args[i]).to_ascii_lowercase();
+        match opt.as_str() {
+            "persist" if matches!(expiry, ExpiryOpt::None) => expiry = ExpiryOpt::Persist,
+            "ex" | "px" | "exat" | "pxat"
+                if matches!(expiry, ExpiryOpt::None) && i + 1 < args.len() =>
+            {
+                i += 1;
+                match absolute_expiry(&opt, &args[i], now) {
+                    Ok(at) => expiry = ExpiryOpt::At(at),
+                    Err(false) => {
+                        ctx.not_integer();
+                        return Action::Done;
+                    }
+                    Err(true) => {
+                        ctx.err("ERR invalid expire time in 'getex' command");
+                        return Action::Done;
+                    }
+                }
+            }
+            _ => {
+                ctx.syntax_error();
+                return Action::Done;
+            }
+        }
+        i += 1;
+    }
+    let key = args[1].clone();
+    ctx.write(
+        start,
+        move |v| {
+            let cur = v.get(&key)?;
+            match expiry {
+                ExpiryOpt::At(at) => {
+                    v.set_expiry(&key, at);
+                }
+                ExpiryOpt::Persist if cur.expire_at_ms != 0 => {
+                    v.set_expiry(&key, 0);
+                }
+                _ => {}
+            }
+            Some(cur)
+        },
+        reply_opt,
+    )
+}
+
+fn mset(ctx: &mut Ctx<'_>, args: &[Bytes], nx: bool, start: usize) -> Action {
+    if args.len() % 2 == 0 {
+        let name = if nx { "msetnx" } else { "mset" };
+        ctx.err(&format!(
+            "ERR wrong number of arguments for '{name}' command"
+        ));
+        return Action::Done;
+    }
+    let pairs: Vec<(Bytes, Bytes)> = args[1..]
+        .chunks(2)
+        .map(|p| (p[0].clone(), p[1].clone()))
+        .collect();
+    ctx.write(
+        start,
+        move |v| {
+            if nx && pairs.iter().any(|(k, _)| v.live_expiry(k).is_some()) {
+                return false;
+            }
+            for (k, val) in pairs {
+                v.set(k, val, 0);
+            }
+            true
+        },
+        move |c, done| {
+            if nx {
+                c.int(i64::from(done));
+            } else {
+                c.ok();
+            }
+        },
+    )
+}
+
+fn incr_by(ctx: &mut Ctx<'_>, key: Bytes, by: i64, start: usize) -> Action {
+    ctx.write(
+        start,
+        move |v| {
+            let cur = v.get(&key);
+            let (old, exp) = match &cur {
+                Some(c) => match parse_i64(&c.value) {
+                    Some(n) => (n, c.expire_at_ms),
+                    None => return Err("ERR value is not an integer or out of range"),
+                },
+                None => (0, 0),
+            };
+            let new = old
+                .checked_add(by)
+                .ok_or("ERR increment or decrement would overflow")?;
+            v.set(key, Bytes::from(new.to_string()), exp);
+            Ok(new)
+        },
+        |c, r| match r {
+            Ok(n) => c.int(n),
+            Err(e) => c.err(e),
+        },
+    )
+}
+
+fn incr_by_float(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
+    let Some(by) = parse_f64(&args[2]) else {
+        ctx.err("ERR value is not a valid float");
+        return Action::Done;
+    };
+    let key = args[1].clone();
+    ctx.write(
+        start,
+        move |v| {
+            let cur = v.get(&key);
+            let (old, exp) = match &cur {
+                Some(c) => match parse_f64(&c.value) {
+                    Some(n) => (n, c.expire_at_ms),
+                    None => return Err("ERR value is not a valid float"),
+                },
+                None => (0.0, 0),
+            };
+            let new = old + by;
+            if !new.is_finite() {
+                return Err("ERR increment would produce NaN or Infinity");
+            }
+            let text = Bytes::from(format_f64(new));
+            v.set(key, text.clone(), exp);
+            Ok(text)
+        },
+        |c, r| match r {
+            Ok(t) => c.bulk(&t),
+            Err(e) => c.err(e),
+        },
+    )
+}
+
+const TOO_BIG: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
+
+fn append(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
+    let (key, tail) = (args[1].clone(), args[2].clone());
+    let max = ctx.max_value();
+    ctx.write(
+        start,
+        move |v| {
+            let cur = v.get(&key);
+            let (mut value, exp) = match cur {
+                Some(c) => (c.value.to_vec(), c.expire_at_ms),
+                None => (Vec::new(), 0),
+            };
+            if value.len() + tail.len() > max {
+                return Err(TOO_BIG);
+            }
+            value.extend_from_slice(&tail);
+            let len = value.len();
+            v.set(key, Bytes::from(value), exp);
+            Ok(len)
+        },
+        |c, r| match r {
+            Ok(n) => c.int(n as i64),
+            Err(e) => c.err(e),
+        },
+    )
+}
+
+fn setrange(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
+    let Some(offset) = parse_i64(&args[2]) else {
+        ctx.not_integer();
+        return Action::Done;
+    };
+    if offset < 0 {
+        ctx.err("ERR offset is out of range");
+        return Action::Done;
+    }
+    let offset = offset as usize;
+    let (key, patch) = (args[1].clone(), args[3].clone());
+    let max = ctx.max_value();
+    ctx.write(
+        start,
+        move |v| {
+            let cur = v.get(&key);
+            if patch.is_empty() {
+                return Ok(cur.map(|c| c.value.len()).unwrap_or(0));
+            }
+            if offset.saturating_add(patch.len()) > max {
+                return Err(TOO_BIG);
+            }
+            let (mut value, exp) = match cur {
+                Some(c) => (c.value.to_vec(), c.expire_at_ms),
+                None => (Vec::new(), 0),
+            };
+            if value.len() < offset + patch.len() {
+                value.resize(offset + patch.len(), 0);
+            }
+            value[offset..offset + patch.len()].copy_from_slice(&patch);
+            let len = value.len();
+            v.set(key, Bytes::from(value), exp);
+            Ok(len)
+        },
+        |c, r| match r {
+            Ok(n) => c.int(n as i64),
+            Err(e) => c.err(e),
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::range_bounds;
+
+    #[test]
+    fn getrange_bounds_match_redis() {
+        // "This is a string" examples from the Redis docs.
+        assert_eq!(range_bounds(0, 3, 16), Some((0, 3)));
+        assert_eq!(range_bounds(-3, -1, 16), Some((13, 15)));
+        assert_eq!(range_bounds(0, -1, 16), Some((0, 15)));
+        assert_eq!(range_bounds(10, 100, 16), Some((10, 15)));
+        assert_eq!(range_bounds(5, 3, 16), None);
+        assert_eq!(range_bounds(-1, -5, 16), None);
+        assert_eq!(range_bounds(0, 0, 0), None);
+    }
+}

@@ -1,0 +1,223 @@
+//! Parsing and matching helpers with Redis's exact rules.
+
+/// Redis's `string2ll`: optional '-', digits, no '+', no spaces, no leading
+/// zeros ("0" itself excepted), at most 20 bytes, must fit in i64.
+pub fn parse_i64(s: &[u8]) -> Option<i64> {
+    if s.is_empty() || s.len() > 20 {
+        return None;
+    }
+    if s == b"0" {
+        return Some(0);
+    }
+    let (neg, digits) = match s[0] {
+        b'-' => (true, &s[1..]),
+        _ => (false, s),
+    };
+    if digits.is_empty() || digits[0] == b'0' {
+        return None;
+    }
+    let mut v: i64 = 0;
+    for &c in digits {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        let d = i64::from(c - b'0');
+        v = if neg {
+            v.checked_mul(10)?.checked_sub(d)?
+        } else {
+            v.checked_mul(10)?.checked_add(d)?
+        };
+    }
+    Some(v)
+}
+
+/// Non-negative integer (cursors, counts).
+pub fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(s).ok()?.parse().ok()
+}
+
+/// Redis's `string2ld`: a float without surrounding spaces; NaN rejected.
+pub fn parse_f64(s: &[u8]) -> Option<f64> {
+    if s.is_empty() || s.len() > 5000 {
+        return None;
+    }
+    if s[0].is_ascii_whitespace() || s[s.len() - 1].is_ascii_whitespace() {
+        return None;
+    }
+    let text = std::str::from_utf8(s).ok()?;
+    let v: f64 = match text.to_ascii_lowercase().as_str() {
+        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
+        "-inf" | "-infinity" => f64::NEG_INFINITY,
+        _ => text.parse().ok()?,
+    };
+    if v.is_nan() { None } else { Some(v) }
+}
+
+/// Format a float as INCRBYFLOAT does: shortest exact form, no exponent,
+/// no trailing zeros.
+pub fn format_f64(v: f64) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    let s = format!("{v}");
+    s
+}
+
+/// Redis's glob matching (`stringmatchlen`): `*`, `?`, `[...]` with ranges
+/// and `^`, and `\` escapes.
+pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
+    glob_inner(pattern, s, 0)
+}
+
+fn glob_inner(mut p: &[u8], mut s: &[u8], depth: usize) -> bool {
+    // Bound recursion like Redis does against pathological patterns.
+    if depth > 1000 {
+        return false;
+    }
+    while !p.is_empty() {
+        match p[0] {
+            b'*' => {
+                while p.len() > 1 && p[1] == b'*' {
+                    p = &p[1..];
+                }
+                if p.len() == 1 {
+                    return true;
+                }
+                for i in 0..=s.len() {
+                    if glob_inner(&p[1..], &s[i..], depth + 1) {
+                        return true;
+                    }
+                }
+                return false;
+            }
+            b'?' => {
+                if s.is_empty() {
+                    return false;
+                }
+                s = &s[1..];
+                p = &p[1..];
+            }
+            b'[' => {
+                if s.is_empty() {
+                    return false;
+                }
+                let c = s[0];
+                p = &p[1..];
+                let not = p.first() == Some(&b'^');
+                if not {
+                    p = &p[1..];
+                }
+                let mut matched = false;
+                loop {
+                    match p {
+                        [] => break,
+                        [b'\\', x, rest @ ..] => {
+                            matched |= *x == c;
+                            p = rest;
+                        }
+                        [b']', ..] => break,
+                        [a, b'-', b, rest @ ..] if *b != b']' => {
+                            let (lo, hi) = if a <= b { (*a, *b) } else { (*b, *a) };
+                            matched |= lo <= c && c <= hi;
+                            p = rest;
+                        }
+                        [x, rest @ ..] => {
+                            matched |= *x == c;
+                            p = rest;
+                        }
+                    }
+                }
+                if not {
+                    matched = !matched;
+                }
+                if !matched {
+                    return false;
+                }
+                if !p.is_empty() {
+                    p = &p[1..]; // the ']'
+                }
+                s = &s[1..];
+            }
+            b'\\' if p.len() >= 2 => {
+                if s.first() != Some(&p[1]) {
+                    return false;
+                }
+                s = &s[1..];
+                p = &p[2..];
+            }
+            c => {
+                if s.first() != Some(&c) {
+                    return false;
+                }
+                s = &s[1..];
+                p = &p[1..];
+            }
+        }
+    }
+    s.is_empty()
+}
+
+/// Bytes as text for error messages, truncated.
+pub fn printable(b: &[u8], max: usize) -> String {
+    let cut = &b[..b.len().min(max)];
+    String::from_utf8_lossy(cut).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_follow_string2ll() {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"-12"), Some(-12));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        for bad in [
+            &b"9223372036854775808"[..],
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"01",
+            b"-0",
+            b"",
+            b"-",
+            b"1.0",
+            b"abc",
+        ] {
+            assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn floats() {
+        assert_eq!(parse_f64(b"1.5"), Some(1.5));
+        assert_eq!(parse_f64(b"5.0e3"), Some(5000.0));
+        assert_eq!(parse_f64(b"-inf"), Some(f64::NEG_INFINITY));
+        assert_eq!(parse_f64(b"nan"), None);
+        assert_eq!(parse_f64(b" 1"), None);
+        assert_eq!(parse_f64(b"x"), None);
+        assert_eq!(format_f64(10.5 + 0.1), "10.6");
+        assert_eq!(format_f64(3.0), "3");
+        assert_eq!(format_f64(5000.0), "5000");
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match(b"*", b"anything"));
+        assert!(glob_match(b"h?llo", b"hello"));
+        assert!(glob_match(b"h*llo", b"heeeello"));
+        assert!(glob_match(b"h[ae]llo", b"hallo"));
+        assert!(!glob_match(b"h[ae]llo", b"hillo"));
+        assert!(glob_match(b"h[^e]llo", b"hallo"));
+        assert!(!glob_match(b"h[^e]llo", b"hello"));
+        assert!(glob_match(b"h[a-b]llo", b"hbllo"));
+        assert!(glob_match(b"key:\\*", b"key:*"));
+        assert!(!glob_match(b"key:\\*", b"key:x"));
+        assert!(!glob_match(b"a*b", b"acd"));
+        assert!(glob_match(b"user:*:name", b"user:42:name"));
+    }
+}

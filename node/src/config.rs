@@ -1,0 +1,169 @@
+//! Command-line flags (each with an `RSTORE_*` environment fallback).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::admin::ReplicationMode;
+use crate::wal::FsyncPolicy;
+
+/// How a semi-sync/sync leader reacts when followers do not acknowledge in
+/// `--sync-timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnSyncTimeout {
+    /// Report the write as indeterminate and keep requiring acks.
+    Block,
+    /// Fall back to async until followers catch up (visible in INFO/metrics).
+    Degrade,
+}
+
+/// Which follower progress counts as an acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AckLevel {
+    Received,
+    Durable,
+    Applied,
+}
+
+/// Role at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StartRole {
+    Leader,
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "rstore-node",
+    version,
+    about = "rstore store node: Redis protocol, WAL, replication"
+)]
+pub struct Config {
+    /// RESP data-plane address.
+    #[arg(long, env = "RSTORE_LISTEN", default_value = "0.0.0.0:6379")]
+    pub listen: SocketAddr,
+    /// Replication stream address.
+    #[arg(long, env = "RSTORE_REPL_LISTEN", default_value = "0.0.0.0:7379")]
+    pub repl_listen: SocketAddr,
+    /// HTTP admin API and metrics address.
+    #[arg(long, env = "RSTORE_ADMIN_LISTEN", default_value = "0.0.0.0:8080")]
+    pub admin_listen: SocketAddr,
+    /// Where the WAL, snapshots and node metadata live.
+    #[arg(long, env = "RSTORE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Stable identity of this node [default: the host name].
+    #[arg(long, env = "RSTORE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Start as leader (standalone or bootstrap). Ignored when the data
+    /// directory already records a role: restarts never self-promote.
+    #[arg(long, env = "RSTORE_ROLE", conflicts_with = "follow")]
+    pub role: Option<StartRole>,
+    /// Replication address (HOST:PORT) of a leader to follow.
+    #[arg(long, env = "RSTORE_FOLLOW")]
+    pub follow: Option<String>,
+    #[arg(long, env = "RSTORE_REPLICATION_MODE", default_value = "async", value_parser = parse_mode)]
+    pub replication_mode: ReplicationMode,
+    /// Semi-sync: follower acks required per write.
+    #[arg(long, env = "RSTORE_SYNC_REPLICAS", default_value_t = 1)]
+    pub sync_replicas: usize,
+    /// Milliseconds a write waits for follower acks.
+    #[arg(long, env = "RSTORE_SYNC_TIMEOUT", default_value_t = 5000)]
+    pub sync_timeout: u64,
+    #[arg(
+        long,
+        env = "RSTORE_ON_SYNC_TIMEOUT",
+        value_enum,
+        default_value = "block"
+    )]
+    pub on_sync_timeout: OnSyncTimeout,
+    #[arg(long, env = "RSTORE_ACK_LEVEL", value_enum, default_value = "durable")]
+    pub ack_level: AckLevel,
+    /// always | batch | interval:MS | never
+    #[arg(long, env = "RSTORE_FSYNC", default_value = "batch", value_parser = FsyncPolicy::from_str)]
+    pub fsync: FsyncPolicy,
+    /// Password for clients and for replication connections.
+    #[arg(long, env = "RSTORE_REQUIREPASS", hide_env_values = true)]
+    pub requirepass: Option<String>,
+    /// Largest accepted bulk string (value or argument), bytes.
+    #[arg(long, env = "RSTORE_MAX_BULK_BYTES", default_value_t = 512 * 1024 * 1024)]
+    pub max_bulk_bytes: usize,
+    /// Most arguments in one command.
+    #[arg(long, env = "RSTORE_MAX_ARGS", default_value_t = 1024 * 1024)]
+    pub max_args: usize,
+    /// Most simultaneous client connections.
+    #[arg(long, env = "RSTORE_MAX_CLIENTS", default_value_t = 10_000)]
+    pub max_clients: usize,
+    /// Close a client whose unsent replies exceed this many bytes.
+    #[arg(long, env = "RSTORE_CLIENT_OUTPUT_LIMIT", default_value_t = 256 * 1024 * 1024)]
+    pub client_output_limit: usize,
+    /// WAL segment size, bytes.
+    #[arg(long, env = "RSTORE_WAL_SEGMENT_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub wal_segment_bytes: u64,
+    /// Log kept behind the latest snapshot for lagging followers, bytes;
+    /// a follower further behind takes a snapshot instead.
+    #[arg(long, env = "RSTORE_WAL_RETENTION_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub wal_retention_bytes: u64,
+    /// Take a checkpoint after this many log bytes since the last one.
+    #[arg(long, env = "RSTORE_SNAPSHOT_EVERY_BYTES", default_value_t = 128 * 1024 * 1024)]
+    pub snapshot_every_bytes: u64,
+    /// Log format: text or json.
+    #[arg(long, env = "RSTORE_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+fn parse_mode(s: &str) -> Result<ReplicationMode, String> {
+    match s {
+        "async" => Ok(ReplicationMode::Async),
+        "semi-sync" | "semisync" => Ok(ReplicationMode::SemiSync),
+        "sync" => Ok(ReplicationMode::Sync),
+        other => Err(format!(
+            "unknown replication mode '{other}' (expected async, semi-sync or sync)"
+        )),
+    }
+}
+
+impl Config {
+    pub fn node_id(&self) -> String {
+        if let Some(id) = &self.node_id {
+            return id.clone();
+        }
+        std::env::var("HOSTNAME")
+            .ok()
+            .filter(|h| !h.is_empty())
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+            })
+            .unwrap_or_else(|| "rstore-node".to_string())
+    }
+
+    pub fn sync_timeout(&self) -> Duration {
+        Duration::from_millis(self.sync_timeout)
+    }
+
+    /// A config for tests and embedding: loopback, port 0 everywhere.
+    pub fn for_tests(data_dir: PathBuf) -> Config {
+        let mut c = Config::parse_from(["rstore-node"]);
+        let any: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+        c.listen = any;
+        c.repl_listen = any;
+        c.admin_listen = any;
+        c.data_dir = data_dir;
+        c.node_id = Some("test-node".into());
+        c
+    }
+
+    /// Check combinations clap cannot express.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.replication_mode == ReplicationMode::SemiSync && self.sync_replicas == 0 {
+            return Err("--sync-replicas must be at least 1 in semi-sync mode".into());
+        }
+        if self.max_bulk_bytes == 0 || self.max_args == 0 {
+            return Err("--max-bulk-bytes and --max-args must be positive".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,330 @@
+//! The in-memory keyspace: a fixed number of hash-table shards.
+//!
+//! Shards exist so that work over the whole keyspace can proceed in small,
+//! stable steps while writes continue: a snapshot copies one shard per lock
+//! hold, SCAN's cursor is a shard index (so a full iteration returns every
+//! key that existed throughout, exactly as Redis promises), and the active
+//! expiry cycle walks shards round-robin.
+//!
+//! Each entry is one allocation holding key and value (`[u32 key len][key]
+//! [value]`) behind an `Arc`, plus the absolute expiry: 24 bytes per table
+//! slot, which keeps memory per key at or below Redis's, and lets a snapshot
+//! take a reference instead of a copy.
+
+use std::hash::BuildHasher;
+use std::sync::Arc;
+
+use hashbrown::DefaultHashBuilder;
+use hashbrown::HashTable;
+
+use crate::record::Mutation;
+
+/// Number of shards; a power of two.
+pub const SHARDS: usize = 1024;
+
+/// A stored key with its value and expiry.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    kv: Arc<[u8]>,
+    /// Absolute expiry in Unix milliseconds; 0 = none.
+    pub expire_at_ms: u64,
+}
+
+impl Entry {
+    fn new(key: &[u8], value: &[u8], expire_at_ms: u64) -> Entry {
+        let mut buf = Vec::with_capacity(4 + key.len() + value.len());
+        buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        buf.extend_from_slice(key);
+        buf.extend_from_slice(value);
+        Entry {
+            kv: Arc::from(buf),
+            expire_at_ms,
+        }
+    }
+
+    fn key_len(&self) -> usize {
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&self.kv[..4]);
+        u32::from_le_bytes(len) as usize
+    }
+
+    pub fn key(&self) -> &[u8] {
+        &self.kv[4..4 + self.key_len()]
+    }
+
+    pub fn value(&self) -> &[u8] {
+        &self.kv[4 + self.key_len()..]
+    }
+
+    /// True when the entry has an expiry at or before `now_ms`.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.expire_at_ms != 0 && self.expire_at_ms <= now_ms
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    table: HashTable<Entry>,
+    /// Entries with an expiry, so the expiry cycle can skip shards without.
+    volatile: usize,
+}
+
+/// The sharded map. Not synchronized: the engine owns it behind its lock.
+pub struct Keyspace {
+    shards: Vec<Shard>,
+    hasher: DefaultHashBuilder,
+    len: usize,
+}
+
+impl Default for Keyspace {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Keyspace {
+    pub fn new() -> Keyspace {
+        Keyspace {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            hasher: DefaultHashBuilder::default(),
+            len: 0,
+        }
+    }
+
+    fn locate(&self, key: &[u8]) -> (usize, u64) {
+        let hash = self.hasher.hash_one(key);
+        // Middle bits pick the shard: hashbrown uses the top 7 bits for its
+        // control bytes and the low bits for the bucket.
+        (((hash >> 32) as usize) & (SHARDS - 1), hash)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Keys with an expiry.
+    pub fn volatile_len(&self) -> usize {
+        self.shards.iter().map(|s| s.volatile).sum()
+    }
+
+    /// The entry for `key`, expired or not (callers decide about expiry).
+    pub fn get(&self, key: &[u8]) -> Option<&Entry> {
+        let (shard, hash) = self.locate(key);
+        self.shards[shard].table.find(hash, |e| e.key() == key)
+    }
+
+    pub fn set(&mut self, key: &[u8], value: &[u8], expire_at_ms: u64) {
+        let (idx, hash) = self.locate(key);
+        let hasher = &self.hasher;
+        let shard = &mut self.shards[idx];
+        let entry = Entry::new(key, value, expire_at_ms);
+        match shard.table.find_mut(hash, |e| e.key() == key) {
+            Some(slot) => {
+                if slot.expire_at_ms != 0 {
+                    shard.volatile -= 1;
+                }
+                *slot = entry;
+            }
+            None => {
+                shard
+                    .table
+                    .insert_unique(hash, entry, |e| hasher.hash_one(e.key()));
+                self.len += 1;
+            }
+        }
+        if expire_at_ms != 0 {
+            shard.volatile += 1;
+        }
+    }
+
+    /// Remove `key`; true if it existed.
+    pub fn remove(&mut self, key: &[u8]) -> bool {
+        let (idx, hash) = self.locate(key);
+        let shard = &mut self.shards[idx];
+        match shard.table.find_entry(hash, |e| e.key() == key) {
+            Ok(occupied) => {
+                let (removed, _) = occupied.remove();
+                if removed.expire_at_ms != 0 {
+                    shard.volatile -= 1;
+                }
+                self.len -= 1;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Change the expiry of an existing key; false if absent.
+    pub fn set_expire(&mut self, key: &[u8], expire_at_ms: u64) -> bool {
+        let (idx, hash) = self.locate(key);
+        let shard = &mut self.shards[idx];
+        match shard.table.find_mut(hash, |e| e.key() == key) {
+            Some(slot) => {
+                match (slot.expire_at_ms != 0, expire_at_ms != 0) {
+                    (false, true) => shard.volatile += 1,
+                    (true, false) => shard.volatile -= 1,
+                    _ => {}
+                }
+                slot.expire_at_ms = expire_at_ms;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn clear(&mut self) {
+        for shard in &mut self.shards {
+            // Drop the allocation too: FLUSHALL should give memory back.
+            *shard = Shard::default();
+        }
+        self.len = 0;
+    }
+
+    /// Apply one logged change.
+    pub fn apply(&mut self, m: &Mutation) {
+        match m {
+            Mutation::Set {
+                key,
+                value,
+                expire_at_ms,
+            } => self.set(key, value, *expire_at_ms),
+            Mutation::Del { key } => {
+                self.remove(key);
+            }
+            Mutation::Expire { key, expire_at_ms } => {
+                self.set_expire(key, *expire_at_ms);
+            }
+            Mutation::FlushAll => self.clear(),
+        }
+    }
+
+    /// Visit every entry of one shard (snapshot chunks, SCAN, KEYS).
+    pub fn for_each_in_shard(&self, shard: usize, mut f: impl FnMut(&Entry)) {
+        if let Some(s) = self.shards.get(shard) {
+            for e in s.table.iter() {
+                f(e);
+            }
+        }
+    }
+
+    /// Cheap clones (reference-count bumps) of one shard's entries.
+    pub fn clone_shard(&self, shard: usize, out: &mut Vec<Entry>) {
+        self.for_each_in_shard(shard, |e| out.push(e.clone()));
+    }
+
+    /// Keys in `shard` expired at `now_ms`, if the shard has volatile keys.
+    pub fn expired_in_shard(&self, shard: usize, now_ms: u64, out: &mut Vec<Vec<u8>>) {
+        if self.shards.get(shard).is_some_and(|s| s.volatile > 0) {
+            self.for_each_in_shard(shard, |e| {
+                if e.is_expired(now_ms) {
+                    out.push(e.key().to_vec());
+                }
+            });
+        }
+    }
+
+    /// Order-independent digest of the whole keyspace (key, value, expiry),
+    /// stable across processes and builds, so two nodes at the same offset
+    /// can be compared.
+    pub fn digest(&self) -> u64 {
+        let mut acc: u64 = 0;
+        for shard in &self.shards {
+            for e in shard.table.iter() {
+                let mut h = fnv1a(FNV_OFFSET, e.key());
+                h = fnv1a(h, &[0xff]);
+                h = fnv1a(h, e.value());
+                h = fnv1a(h, &e.expire_at_ms.to_le_bytes());
+                acc = acc.wrapping_add(mix(h));
+            }
+        }
+        acc
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+fn fnv1a(mut h: u64, bytes: &[u8]) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// splitmix64 finalizer: spreads FNV's weak high bits before summing.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn set_get_remove_and_counts() {
+        let mut ks = Keyspace::new();
+        ks.set(b"a", b"1", 0);
+        ks.set(b"b", b"2", 10);
+        ks.set(b"a", b"11", 5);
+        assert_eq!(ks.len(), 2);
+        assert_eq!(ks.volatile_len(), 2);
+        let a = ks.get(b"a").expect("a present");
+        assert_eq!(
+            (a.key(), a.value(), a.expire_at_ms),
+            (&b"a"[..], &b"11"[..], 5)
+        );
+        assert!(ks.set_expire(b"a", 0));
+        assert_eq!(ks.volatile_len(), 1);
+        assert!(ks.remove(b"b"));
+        assert!(!ks.remove(b"b"));
+        assert_eq!((ks.len(), ks.volatile_len()), (1, 0));
+        assert!(!ks.set_expire(b"zz", 1));
+    }
+
+    #[test]
+    fn digest_depends_on_content_not_order() {
+        let mut x = Keyspace::new();
+        let mut y = Keyspace::new();
+        for i in 0..500u32 {
+            x.set(&i.to_le_bytes(), b"v", 0);
+        }
+        for i in (0..500u32).rev() {
+            y.set(&i.to_le_bytes(), b"v", 0);
+        }
+        assert_eq!(x.digest(), y.digest());
+        y.set(&7u32.to_le_bytes(), b"w", 0);
+        assert_ne!(x.digest(), y.digest());
+        y.set(&7u32.to_le_bytes(), b"v", 1);
+        assert_ne!(x.digest(), y.digest());
+    }
+
+    #[test]
+    fn apply_mutations_and_flush() {
+        let mut ks = Keyspace::new();
+        ks.apply(&Mutation::Set {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+            expire_at_ms: 0,
+        });
+        ks.apply(&Mutation::Expire {
+            key: Bytes::from_static(b"k"),
+            expire_at_ms: 99,
+        });
+        assert_eq!(ks.get(b"k").map(|e| e.expire_at_ms), Some(99));
+        let mut expired = Vec::new();
+        for s in 0..SHARDS {
+            ks.expired_in_shard(s, 100, &mut expired);
+        }
+        assert_eq!(expired, vec![b"k".to_vec()]);
+        ks.apply(&Mutation::FlushAll);
+        assert!(ks.is_empty());
+        assert_eq!(ks.volatile_len(), 0);
+    }
+}
