@@ -138,6 +138,21 @@ impl Node {
     }
 }
 
+/// `<data-dir>/listen.json`: the addresses actually bound (port 0 picks
+/// free ports), for scripts, tests and the local supervisor.
+fn write_listen_file(dir: &std::path::Path, data: SocketAddr, repl: SocketAddr, admin: SocketAddr) -> Result<(), NodeError> {
+    let body = serde_json::json!({
+        "pid": std::process::id(),
+        "data": data.to_string(),
+        "repl": repl.to_string(),
+        "admin": admin.to_string(),
+    });
+    let tmp = dir.join("listen.json.tmp");
+    std::fs::write(&tmp, body.to_string())
+        .and_then(|()| std::fs::rename(&tmp, dir.join("listen.json")))
+        .map_err(|e| NodeError::Config(format!("cannot write {}: {e}", dir.join("listen.json").display())))
+}
+
 /// Advance the commit offset as the local log becomes durable.
 async fn commit_driver(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
     let mut progress = engine.wal().subscribe();
