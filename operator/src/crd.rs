@@ -516,7 +516,10 @@ mod tests {
         let crd = serde_json::to_value(ReplicatedStore::crd()).unwrap();
         let spec = spec_json(&crd);
         assert_eq!(spec["properties"]["replicas"]["default"], 3);
-        assert_eq!(spec["properties"]["replicas"]["minimum"].as_f64(), Some(1.0));
+        assert_eq!(
+            spec["properties"]["replicas"]["minimum"].as_f64(),
+            Some(1.0)
+        );
         assert_eq!(
             spec["properties"]["replication"]["default"]["mode"],
             "semi-sync"

@@ -4,4 +4,8 @@
 //! Layout (a pipeline, each step its own module and error type):
 //! - [`crd`]: the `ReplicatedStore` resource, its schema, defaults and the
 //!   CRD YAML (`rstore-operator crd`).
+pub mod build;
 pub mod crd;
+pub mod labels;
+pub mod render;
+pub mod validate;

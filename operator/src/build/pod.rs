@@ -1,0 +1,460 @@
+//! The member pod template: the `rstore-node` container with the flags of
+//! DESIGN.md derived from the spec, probes, security context, scheduling.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSecurityContext,
+    PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
+    SecurityContext, Volume, VolumeMount, WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::statefulset::DATA_VOLUME;
+use crate::crd::{AntiAffinity, ReplicationMode};
+use crate::labels;
+use crate::validate::ValidatedStore;
+
+/// Name of the node container.
+pub const CONTAINER: &str = "rstore";
+/// Path of the node binary in the image.
+pub const NODE_BINARY: &str = "/usr/local/bin/rstore-node";
+/// Where the data volume is mounted.
+pub const DATA_DIR: &str = "/data";
+/// UID/GID the node runs as (the image's non-root user).
+pub const RUN_AS: i64 = 10001;
+/// Env var holding the password (the node's fallback for `--requirepass`).
+pub const PASSWORD_ENV: &str = "RSTORE_REQUIREPASS";
+/// Env var holding the node id (the pod name).
+pub const NODE_ID_ENV: &str = "RSTORE_NODE_ID";
+
+/// The node's command-line flags for this store. The password is not a
+/// flag: it comes from the Secret through [`PASSWORD_ENV`], so it never
+/// shows in the pod spec or the process list.
+pub fn node_args(store: &ValidatedStore) -> Vec<String> {
+    let repl = &store.spec.replication;
+    let mut args = vec![
+        format!("--listen=0.0.0.0:{}", labels::RESP_PORT),
+        format!("--repl-listen=0.0.0.0:{}", labels::REPL_PORT),
+        format!("--admin-listen=0.0.0.0:{}", labels::ADMIN_PORT),
+        format!("--data-dir={DATA_DIR}"),
+        format!("--node-id=$({NODE_ID_ENV})"),
+        format!("--replication-mode={}", repl.mode.as_str()),
+    ];
+    if repl.mode == ReplicationMode::SemiSync {
+        args.push(format!("--sync-replicas={}", repl.sync_replicas));
+    }
+    if repl.mode != ReplicationMode::Async {
+        args.push(format!("--sync-timeout={}", repl.sync_timeout_ms));
+        args.push(format!(
+            "--on-sync-timeout={}",
+            repl.on_sync_timeout.as_str()
+        ));
+        args.push(format!("--ack-level={}", repl.ack_level.as_str()));
+    }
+    args.push(format!("--fsync={}", store.spec.durability.fsync));
+    args
+}
+
+/// The pod template of the StatefulSet.
+pub fn template(store: &ValidatedStore) -> PodTemplateSpec {
+    let scheduling = &store.spec.scheduling;
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels::common_labels(&store.name)),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container(store)],
+            // Nodes never talk to the Kubernetes API.
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            termination_grace_period_seconds: Some(30),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(RUN_AS),
+                run_as_group: Some(RUN_AS),
+                fs_group: Some(RUN_AS),
+                fs_group_change_policy: Some("OnRootMismatch".to_string()),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_string(),
+                    ..SeccompProfile::default()
+                }),
+                ..PodSecurityContext::default()
+            }),
+            volumes: Some(vec![Volume {
+                // The root filesystem is read-only; /tmp is scratch space.
+                name: "tmp".to_string(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Volume::default()
+            }]),
+            affinity: affinity(store),
+            node_selector: scheduling.node_selector.clone(),
+            tolerations: scheduling.tolerations.clone(),
+            topology_spread_constraints: scheduling.topology_spread_constraints.clone(),
+            priority_class_name: scheduling.priority_class_name.clone(),
+            ..PodSpec::default()
+        }),
+    }
+}
+
+fn container(store: &ValidatedStore) -> Container {
+    let mut env = vec![EnvVar {
+        name: NODE_ID_ENV.to_string(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "metadata.name".to_string(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }];
+    if let Some(auth) = &store.spec.auth {
+        env.push(EnvVar {
+            name: PASSWORD_ENV.to_string(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: auth.password_secret_ref.name.clone(),
+                    key: auth.password_secret_ref.key.clone(),
+                    optional: Some(false),
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        });
+    }
+    Container {
+        name: CONTAINER.to_string(),
+        image: Some(store.image.clone()),
+        image_pull_policy: store.spec.image_pull_policy.map(|p| p.as_str().to_string()),
+        command: Some(vec![NODE_BINARY.to_string()]),
+        args: Some(node_args(store)),
+        env: Some(env),
+        ports: Some(vec![
+            container_port("resp", labels::RESP_PORT),
+            container_port("repl", labels::REPL_PORT),
+            container_port("admin", labels::ADMIN_PORT),
+        ]),
+        liveness_probe: Some(http_probe("/healthz", 10, 3)),
+        readiness_probe: Some(http_probe("/readyz", 5, 2)),
+        resources: Some(resources(store)),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_string()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: DATA_VOLUME.to_string(),
+                mount_path: DATA_DIR.to_string(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "tmp".to_string(),
+                mount_path: "/tmp".to_string(),
+                ..VolumeMount::default()
+            },
+        ]),
+        ..Container::default()
+    }
+}
+
+fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.to_string()),
+        container_port: port,
+        protocol: Some("TCP".to_string()),
+        ..ContainerPort::default()
+    }
+}
+
+fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_string()),
+            port: IntOrString::String("admin".to_string()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period_seconds),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(failure_threshold),
+        // Recovery replays the WAL before the admin port answers.
+        initial_delay_seconds: Some(5),
+        ..Probe::default()
+    }
+}
+
+/// The spec's resources, else modest requests and no limits.
+fn resources(store: &ValidatedStore) -> ResourceRequirements {
+    store
+        .spec
+        .resources
+        .clone()
+        .unwrap_or_else(|| ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("100m".to_string())),
+                ("memory".to_string(), Quantity("128Mi".to_string())),
+            ])),
+            ..ResourceRequirements::default()
+        })
+}
+
+/// The spec's affinity as given, else anti-affinity spreading members over
+/// nodes (preferred by default, so small clusters still schedule).
+fn affinity(store: &ValidatedStore) -> Option<Affinity> {
+    let scheduling = &store.spec.scheduling;
+    if let Some(affinity) = &scheduling.affinity {
+        return Some(affinity.clone());
+    }
+    let term = PodAffinityTerm {
+        label_selector: Some(LabelSelector {
+            match_labels: Some(labels::selector_labels(&store.name)),
+            ..LabelSelector::default()
+        }),
+        topology_key: "kubernetes.io/hostname".to_string(),
+        ..PodAffinityTerm::default()
+    };
+    let anti = match scheduling.anti_affinity {
+        AntiAffinity::Disabled => return None,
+        AntiAffinity::Preferred => PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: term,
+                },
+            ]),
+            ..PodAntiAffinity::default()
+        },
+        AntiAffinity::Required => PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![term]),
+            ..PodAntiAffinity::default()
+        },
+    };
+    Some(Affinity {
+        pod_anti_affinity: Some(anti),
+        ..Affinity::default()
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::build::test_support::store;
+
+    fn pod_spec(spec: &str) -> PodSpec {
+        template(&store(spec)).spec.unwrap()
+    }
+
+    #[test]
+    fn default_flags() {
+        let args = node_args(&store("  {}"));
+        assert_eq!(
+            args,
+            [
+                "--listen=0.0.0.0:6379",
+                "--repl-listen=0.0.0.0:7379",
+                "--admin-listen=0.0.0.0:8080",
+                "--data-dir=/data",
+                "--node-id=$(RSTORE_NODE_ID)",
+                "--replication-mode=semi-sync",
+                "--sync-replicas=1",
+                "--sync-timeout=1000",
+                "--on-sync-timeout=block",
+                "--ack-level=received",
+                "--fsync=batch",
+            ]
+        );
+        assert!(
+            !args
+                .iter()
+                .any(|a| a.starts_with("--role") || a.starts_with("--follow"))
+        );
+    }
+
+    #[test]
+    fn flags_follow_the_spec() {
+        let args = node_args(&store(
+            "  replicas: 5\n  replication: {mode: sync, syncTimeoutMs: 250, onSyncTimeout: degrade, ackLevel: durable}\n  durability: {fsync: 'interval:20'}",
+        ));
+        assert!(args.contains(&"--replication-mode=sync".to_string()));
+        assert!(!args.iter().any(|a| a.starts_with("--sync-replicas")));
+        assert!(args.contains(&"--sync-timeout=250".to_string()));
+        assert!(args.contains(&"--on-sync-timeout=degrade".to_string()));
+        assert!(args.contains(&"--ack-level=durable".to_string()));
+        assert!(args.contains(&"--fsync=interval:20".to_string()));
+        let async_args = node_args(&store("  replication: {mode: async}"));
+        assert!(!async_args.iter().any(|a| a.starts_with("--ack-level")));
+    }
+
+    #[test]
+    fn container_ports_probes_and_security() {
+        let spec = pod_spec("  {}");
+        let c = &spec.containers[0];
+        assert_eq!(c.image.as_deref(), Some("rstore:test"));
+        assert_eq!(c.command.as_ref().unwrap(), &[NODE_BINARY.to_string()]);
+        let ports: Vec<_> = c
+            .ports
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| (p.name.clone().unwrap(), p.container_port))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                ("resp".into(), 6379),
+                ("repl".into(), 7379),
+                ("admin".into(), 8080)
+            ]
+        );
+        let live = c
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(live.path.as_deref(), Some("/healthz"));
+        assert_eq!(live.port, IntOrString::String("admin".into()));
+        let ready = c
+            .readiness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap();
+        assert_eq!(ready.path.as_deref(), Some("/readyz"));
+        let sc = c.security_context.as_ref().unwrap();
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        let psc = spec.security_context.as_ref().unwrap();
+        assert_eq!(psc.run_as_non_root, Some(true));
+        assert_eq!(psc.run_as_user, Some(RUN_AS));
+        let requests = c.resources.as_ref().unwrap().requests.as_ref().unwrap();
+        assert_eq!(requests["cpu"].0, "100m");
+        let mounts: Vec<_> = c
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        assert_eq!(mounts, ["/data", "/tmp"]);
+        assert_eq!(spec.automount_service_account_token, Some(false));
+    }
+
+    #[test]
+    fn node_id_from_pod_name_and_password_from_secret() {
+        let spec = pod_spec("  auth:\n    passwordSecretRef: {name: pw}");
+        let env = spec.containers[0].env.as_ref().unwrap();
+        let node_id = env.iter().find(|e| e.name == NODE_ID_ENV).unwrap();
+        let field = node_id
+            .value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(field.field_path, "metadata.name");
+        let pass = env.iter().find(|e| e.name == PASSWORD_ENV).unwrap();
+        let secret = pass
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (secret.name.as_str(), secret.key.as_str()),
+            ("pw", "password")
+        );
+        assert!(pass.value.is_none());
+        assert!(
+            !node_args(&store("  {}"))
+                .iter()
+                .any(|a| a.contains("requirepass"))
+        );
+        let no_auth = pod_spec("  {}");
+        let env = no_auth.containers[0].env.as_ref().unwrap();
+        assert!(!env.iter().any(|e| e.name == PASSWORD_ENV));
+    }
+
+    #[test]
+    fn custom_resources_pass_through() {
+        let spec = pod_spec("  resources:\n    limits: {memory: 1Gi}\n    requests: {cpu: '2'}");
+        let r = spec.containers[0].resources.as_ref().unwrap();
+        assert_eq!(r.limits.as_ref().unwrap()["memory"].0, "1Gi");
+        assert_eq!(r.requests.as_ref().unwrap()["cpu"].0, "2");
+    }
+
+    #[test]
+    fn default_anti_affinity_spreads_members() {
+        let spec = pod_spec("  {}");
+        let anti = spec.affinity.unwrap().pod_anti_affinity.unwrap();
+        let term = &anti
+            .preferred_during_scheduling_ignored_during_execution
+            .unwrap()[0];
+        assert_eq!(
+            term.pod_affinity_term.topology_key,
+            "kubernetes.io/hostname"
+        );
+        assert_eq!(
+            term.pod_affinity_term
+                .label_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap(),
+            &labels::selector_labels("rs")
+        );
+        let required = pod_spec("  scheduling: {antiAffinity: required}");
+        assert!(
+            required
+                .affinity
+                .unwrap()
+                .pod_anti_affinity
+                .unwrap()
+                .required_during_scheduling_ignored_during_execution
+                .is_some()
+        );
+        assert!(
+            pod_spec("  scheduling: {antiAffinity: disabled}")
+                .affinity
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn scheduling_passthrough() {
+        let spec = pod_spec(
+            "  scheduling:\n    nodeSelector: {disk: ssd}\n    tolerations:\n    - {key: dedicated, operator: Equal, value: rstore, effect: NoSchedule}\n    topologySpreadConstraints:\n    - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule}\n    affinity:\n      nodeAffinity:\n        requiredDuringSchedulingIgnoredDuringExecution:\n          nodeSelectorTerms:\n          - matchExpressions:\n            - {key: kubernetes.io/arch, operator: In, values: [amd64]}",
+        );
+        assert_eq!(spec.node_selector.unwrap()["disk"], "ssd");
+        assert_eq!(
+            spec.tolerations.unwrap()[0].key.as_deref(),
+            Some("dedicated")
+        );
+        assert_eq!(
+            spec.topology_spread_constraints.unwrap()[0].topology_key,
+            "topology.kubernetes.io/zone"
+        );
+        let affinity = spec.affinity.unwrap();
+        assert!(affinity.node_affinity.is_some());
+        assert!(
+            affinity.pod_anti_affinity.is_none(),
+            "explicit affinity replaces the default"
+        );
+    }
+}
