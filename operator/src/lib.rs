@@ -9,3 +9,4 @@ pub mod crd;
 pub mod labels;
 pub mod render;
 pub mod validate;
+pub mod coordination;

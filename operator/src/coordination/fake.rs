@@ -1,0 +1,213 @@
+//! Fake nodes for tests: the admin API's role/epoch semantics in memory.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use futures::future::BoxFuture;
+use rstore_node::admin::{AdminError, FenceResponse, FollowerStatus, Role, StatusResponse};
+
+use super::admin::{Member, NodeAdmin};
+use super::decide::tests::status;
+
+#[derive(Debug, Clone)]
+struct Node {
+    role: Role,
+    epoch: u64,
+    leader: Option<String>,
+    fenced: bool,
+    down: bool,
+    fail_promote: Option<String>,
+}
+
+/// In-memory nodes keyed by member name; records every mutating call.
+#[derive(Debug, Default)]
+pub struct FakeNodes {
+    nodes: Mutex<BTreeMap<String, Node>>,
+    calls: Mutex<Vec<String>>,
+}
+
+impl FakeNodes {
+    /// `n` idle nodes `rs-0..rs-n` at epoch 0.
+    pub fn idle(n: i32) -> Self {
+        let fake = Self::default();
+        for i in 0..n {
+            fake.add(&format!("rs-{i}"));
+        }
+        fake
+    }
+
+    /// Add an idle node (a scale-up).
+    pub fn add(&self, name: &str) {
+        self.nodes.lock().unwrap().insert(
+            name.to_string(),
+            Node {
+                role: Role::Idle,
+                epoch: 0,
+                leader: None,
+                fenced: false,
+                down: false,
+                fail_promote: None,
+            },
+        );
+    }
+
+    pub fn set_down(&self, name: &str, down: bool) {
+        if let Some(n) = self.nodes.lock().unwrap().get_mut(name) {
+            n.down = down;
+        }
+    }
+
+    pub fn fail_promote(&self, name: &str, why: &str) {
+        if let Some(n) = self.nodes.lock().unwrap().get_mut(name) {
+            n.fail_promote = Some(why.to_string());
+        }
+    }
+
+    /// Mutating calls so far, as `"promote rs-0 1"` / `"follow rs-1 rs-0:7379 1"`.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    fn refused(member: &Member, op: &str) -> AdminError {
+        AdminError::Transport {
+            addr: member.admin_addr.clone(),
+            op: op.to_string(),
+            reason: "connection refused".to_string(),
+        }
+    }
+
+    fn snapshot(&self, member: &Member) -> Result<StatusResponse, AdminError> {
+        let nodes = self.nodes.lock().unwrap();
+        let node = nodes
+            .get(&member.name)
+            .filter(|n| !n.down)
+            .ok_or_else(|| Self::refused(member, "GET /status"))?;
+        let mut s = status(&member.name, node.role, node.epoch, node.leader.as_deref());
+        s.fenced = node.fenced;
+        if node.role == Role::Leader {
+            s.followers = nodes
+                .iter()
+                .filter(|(_, n)| {
+                    n.role == Role::Follower
+                        && n.epoch == node.epoch
+                        && n.leader.as_deref() == Some(member.repl_addr.as_str())
+                })
+                .map(|(name, _)| FollowerStatus {
+                    node_id: name.clone(),
+                    addr: String::new(),
+                    received: 0,
+                    durable: 0,
+                    applied: 0,
+                    lag_bytes: 0,
+                    lag_ms: 0,
+                    state: "streaming".to_string(),
+                })
+                .collect();
+        }
+        Ok(s)
+    }
+
+    fn mutate(
+        &self,
+        member: &Member,
+        op: &str,
+        call: String,
+        f: impl FnOnce(&mut Node) -> Result<(), String>,
+    ) -> Result<(), AdminError> {
+        let mut nodes = self.nodes.lock().unwrap();
+        let node = nodes
+            .get_mut(&member.name)
+            .filter(|n| !n.down)
+            .ok_or_else(|| Self::refused(member, op))?;
+        self.calls.lock().unwrap().push(call);
+        f(node).map_err(|message| AdminError::Status {
+            addr: member.admin_addr.clone(),
+            op: op.to_string(),
+            status: 409,
+            message,
+        })
+    }
+}
+
+impl NodeAdmin for FakeNodes {
+    fn status<'a>(
+        &'a self,
+        member: &'a Member,
+    ) -> BoxFuture<'a, Result<StatusResponse, AdminError>> {
+        Box::pin(async move { self.snapshot(member) })
+    }
+
+    fn promote<'a>(
+        &'a self,
+        member: &'a Member,
+        epoch: u64,
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        Box::pin(async move {
+            self.mutate(
+                member,
+                "POST /promote",
+                format!("promote {} {epoch}", member.name),
+                |n| {
+                    if let Some(why) = &n.fail_promote {
+                        return Err(why.clone());
+                    }
+                    if epoch <= n.epoch {
+                        return Err(format!("epoch {epoch} is not above {}", n.epoch));
+                    }
+                    n.role = Role::Leader;
+                    n.epoch = epoch;
+                    n.leader = None;
+                    n.fenced = false;
+                    Ok(())
+                },
+            )
+        })
+    }
+
+    fn follow<'a>(
+        &'a self,
+        member: &'a Member,
+        leader_repl_addr: &'a str,
+        epoch: u64,
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        Box::pin(async move {
+            let call = format!("follow {} {leader_repl_addr} {epoch}", member.name);
+            self.mutate(member, "POST /follow", call, |n| {
+                if epoch < n.epoch {
+                    return Err(format!("epoch {epoch} is older than {}", n.epoch));
+                }
+                n.role = Role::Follower;
+                n.epoch = epoch;
+                n.leader = Some(leader_repl_addr.to_string());
+                n.fenced = false;
+                Ok(())
+            })
+        })
+    }
+
+    fn fence<'a>(
+        &'a self,
+        member: &'a Member,
+        epoch: u64,
+    ) -> BoxFuture<'a, Result<FenceResponse, AdminError>> {
+        Box::pin(async move {
+            let last_epoch = self.snapshot(member)?.epoch;
+            self.mutate(
+                member,
+                "POST /fence",
+                format!("fence {} {epoch}", member.name),
+                |n| {
+                    n.fenced = true;
+                    n.epoch = epoch;
+                    Ok(())
+                },
+            )?;
+            Ok(FenceResponse {
+                node_id: member.name.clone(),
+                last_epoch,
+                last_offset: 0,
+                epoch,
+            })
+        })
+    }
+}
