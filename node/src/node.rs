@@ -63,6 +63,7 @@ impl Node {
         })?;
         let repl_addr = repl.local_addr().unwrap_or(config.repl_listen);
         let admin_addr = admin.local_addr().unwrap_or(config.admin_listen);
+        write_listen_file(&config.data_dir, data_addr, repl_addr, admin_addr)?;
         engine.resume(
             config.role == Some(StartRole::Leader),
             config.follow.clone(),
