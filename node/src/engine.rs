@@ -199,10 +199,12 @@ impl Engine {
         let mut base = Keyspace::new();
         let (start, snap_end, snap_bytes) = load_snapshot(&snap_dir, &mut base)?;
         let mut replay_err = None;
-        let wal = Wal::open(
-            opts.wal.clone(),
-            start,
-            |rec: &Record| match record::decode(&rec.payload) {
+        let mut log_epochs: Vec<(u64, u64)> = Vec::new();
+        let wal = Wal::open(opts.wal.clone(), start, |rec: &Record| {
+            if log_epochs.last().is_none_or(|(e, _)| *e != rec.epoch) {
+                log_epochs.push((rec.epoch, rec.start_offset()));
+            }
+            match record::decode(&rec.payload) {
                 Ok(ms) => {
                     for m in &ms {
                         base.apply(m);
@@ -213,19 +215,18 @@ impl Engine {
                     replay_err = Some(format!("record ending at offset {}: {e}", rec.offset));
                     Err(e)
                 }
-            },
-        )?;
+            }
+        })?;
         if let Some(e) = replay_err {
             return Err(EngineError::Corrupt(e));
         }
         let applied = wal.last_offset().max(snap_end);
-        if let (Some(&(last_epoch, _)), true) =
-            (node_meta.epoch_history.last(), wal.last_epoch() > 0)
-        {
-            if wal.last_epoch() > last_epoch {
-                // The log has records of an epoch the history lacks (crash
-                // between append and meta write): the log is the truth.
-                node_meta.epoch_history.push((wal.last_epoch(), applied));
+        // Records of an epoch the history lacks (a crash between the append
+        // and the metadata write): the log is the truth.
+        let known = node_meta.epoch_history.last().map(|(e, _)| *e).unwrap_or(0);
+        for (epoch, start) in log_epochs {
+            if epoch > known {
+                node_meta.epoch_history.push((epoch, start));
             }
         }
         node_meta.epoch = node_meta.epoch.max(wal.last_epoch());
@@ -366,10 +367,10 @@ impl Engine {
         self.stats.writes_logged.fetch_add(1, Ordering::Relaxed);
         if lossless {
             for m in &muts {
-                if let Some(key) = mutation_key(m) {
-                    if let Some(slot) = st.pending.keys.get_mut(key) {
-                        slot.1 = offset;
-                    }
+                if let Some(key) = mutation_key(m)
+                    && let Some(slot) = st.pending.keys.get_mut(key)
+                {
+                    slot.1 = offset;
                 }
                 if matches!(m, Mutation::FlushAll) {
                     st.pending.flush_offset = offset;
@@ -511,10 +512,10 @@ impl Engine {
             };
             for m in &muts {
                 st.base.apply(m);
-                if let Some(key) = mutation_key(m) {
-                    if st.pending.keys.get(key).is_some_and(|(_, last)| *last <= o) {
-                        st.pending.keys.remove(key);
-                    }
+                if let Some(key) = mutation_key(m)
+                    && st.pending.keys.get(key).is_some_and(|(_, last)| *last <= o)
+                {
+                    st.pending.keys.remove(key);
                 }
             }
             if st.pending.flush_offset != 0 && st.pending.flush_offset <= o {

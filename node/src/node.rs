@@ -80,35 +80,30 @@ impl Node {
             config,
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(crate::server::serve(
-            data,
-            shared.clone(),
-            shutdown_rx.clone(),
-        )));
-        tasks.push(tokio::spawn(crate::admin::server::serve(
-            admin,
-            shared.clone(),
-            shutdown_rx.clone(),
-        )));
-        tasks.push(tokio::spawn(replication::leader::serve(
-            repl,
-            shared.clone(),
-            shutdown_rx.clone(),
-        )));
-        tasks.push(tokio::spawn(replication::follower::run(
-            shared.clone(),
-            shutdown_rx.clone(),
-        )));
-        tasks.push(tokio::spawn(commit_driver(
-            engine.clone(),
-            shutdown_rx.clone(),
-        )));
-        tasks.push(tokio::spawn(expiry_cycle(
-            engine.clone(),
-            shutdown_rx.clone(),
-        )));
-        tasks.push(tokio::spawn(checkpointer(engine.clone(), shutdown_rx)));
+        let tasks = vec![
+            tokio::spawn(crate::server::serve(
+                data,
+                shared.clone(),
+                shutdown_rx.clone(),
+            )),
+            tokio::spawn(crate::admin::server::serve(
+                admin,
+                shared.clone(),
+                shutdown_rx.clone(),
+            )),
+            tokio::spawn(replication::leader::serve(
+                repl,
+                shared.clone(),
+                shutdown_rx.clone(),
+            )),
+            tokio::spawn(replication::follower::run(
+                shared.clone(),
+                shutdown_rx.clone(),
+            )),
+            tokio::spawn(commit_driver(engine.clone(), shutdown_rx.clone())),
+            tokio::spawn(expiry_cycle(engine.clone(), shutdown_rx.clone())),
+            tokio::spawn(checkpointer(engine.clone(), shutdown_rx)),
+        ];
         tracing::info!(%data_addr, %repl_addr, %admin_addr, node_id = %engine.opts.node_id, "rstore-node serving");
         Ok(Node {
             shared,
@@ -141,7 +136,12 @@ impl Node {
 
 /// `<data-dir>/listen.json`: the addresses actually bound (port 0 picks
 /// free ports), for scripts, tests and the local supervisor.
-fn write_listen_file(dir: &std::path::Path, data: SocketAddr, repl: SocketAddr, admin: SocketAddr) -> Result<(), NodeError> {
+fn write_listen_file(
+    dir: &std::path::Path,
+    data: SocketAddr,
+    repl: SocketAddr,
+    admin: SocketAddr,
+) -> Result<(), NodeError> {
     let body = serde_json::json!({
         "pid": std::process::id(),
         "data": data.to_string(),
@@ -151,7 +151,12 @@ fn write_listen_file(dir: &std::path::Path, data: SocketAddr, repl: SocketAddr, 
     let tmp = dir.join("listen.json.tmp");
     std::fs::write(&tmp, body.to_string())
         .and_then(|()| std::fs::rename(&tmp, dir.join("listen.json")))
-        .map_err(|e| NodeError::Config(format!("cannot write {}: {e}", dir.join("listen.json").display())))
+        .map_err(|e| {
+            NodeError::Config(format!(
+                "cannot write {}: {e}",
+                dir.join("listen.json").display()
+            ))
+        })
 }
 
 /// Advance the commit offset as the local log becomes durable.

@@ -37,7 +37,10 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -117,14 +120,22 @@ impl NodeProc {
             .expect("spawn rstore-node");
         let pid = child.id();
         self.child = Some(child);
-        let (_, data, repl, admin) = wait_for(&format!("{} to listen", self.id), Duration::from_secs(30), || {
-            if let Some(c) = self.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    panic!("{} exited during start-up ({status}); log:\n{}", self.id, self.log());
+        let (_, data, repl, admin) = wait_for(
+            &format!("{} to listen", self.id),
+            Duration::from_secs(30),
+            || {
+                if let Some(c) = self.child.as_mut()
+                    && let Ok(Some(status)) = c.try_wait()
+                {
+                    panic!(
+                        "{} exited during start-up ({status}); log:\n{}",
+                        self.id,
+                        self.log()
+                    );
                 }
-            }
-            read_listen(&self.dir).filter(|(p, ..)| *p == pid)
-        });
+                read_listen(&self.dir).filter(|(p, ..)| *p == pid)
+            },
+        );
         self.data = data;
         self.repl = repl;
         self.admin = admin;
@@ -147,7 +158,11 @@ impl NodeProc {
 
     /// Replace port-0 flags by the ports bound, so restarts keep them.
     fn pin_ports(&mut self) {
-        for (flag, addr) in [("--listen", self.data), ("--repl-listen", self.repl), ("--admin-listen", self.admin)] {
+        for (flag, addr) in [
+            ("--listen", self.data),
+            ("--repl-listen", self.repl),
+            ("--admin-listen", self.admin),
+        ] {
             if let Some(i) = self.args.iter().position(|a| a == flag) {
                 self.args[i + 1] = addr.to_string();
             }
@@ -170,7 +185,9 @@ impl NodeProc {
 
     fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
-            let _ = Command::new("kill").args([sig, &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args([sig, &c.id().to_string()])
+                .status();
         }
     }
 
@@ -198,7 +215,9 @@ impl NodeProc {
 
     pub fn client(&self) -> redis::Connection {
         let client = redis::Client::open(self.url()).expect("client");
-        wait_for("redis connection", Duration::from_secs(10), || client.get_connection().ok())
+        wait_for("redis connection", Duration::from_secs(10), || {
+            client.get_connection().ok()
+        })
     }
 
     pub fn http(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
@@ -236,7 +255,10 @@ impl NodeProc {
     /// (digest, applied offset) via DEBUG DIGEST-OFFSET.
     pub fn digest(&self) -> (String, u64) {
         let mut c = self.client();
-        redis::cmd("DEBUG").arg("DIGEST-OFFSET").query(&mut c).expect("digest")
+        redis::cmd("DEBUG")
+            .arg("DIGEST-OFFSET")
+            .query(&mut c)
+            .expect("digest")
     }
 
     /// Wait until this follower has applied at least `offset`.
@@ -257,7 +279,8 @@ impl Drop for NodeProc {
 /// Minimal blocking HTTP/1.1 client (Connection: close).
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect admin");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let body = body.unwrap_or("");
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -271,6 +294,9 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (code, body)
 }

@@ -33,7 +33,9 @@ fn cluster(mode_flags: &[&str], followers: usize) -> Cluster {
         })
         .collect::<Vec<_>>();
     for f in &fs {
-        wait_for("followers to connect", LONG, || (f.status().link.as_deref() == Some("up")).then_some(()));
+        wait_for("followers to connect", LONG, || {
+            (f.status().link.as_deref() == Some("up")).then_some(())
+        });
     }
     Cluster {
         _tmp: tmp,
@@ -42,11 +44,16 @@ fn cluster(mode_flags: &[&str], followers: usize) -> Cluster {
     }
 }
 
+/// Stop flag, acknowledged-write counter, and the writer threads (each
+/// returns its last acknowledged value per key).
+type Writers = (
+    Arc<AtomicBool>,
+    Arc<AtomicUsize>,
+    Vec<std::thread::JoinHandle<HashMap<String, u64>>>,
+);
+
 /// Writers that record every acknowledged write until the first error.
-fn start_writers(
-    node: &NodeProc,
-    threads: usize,
-) -> (Arc<AtomicBool>, Arc<AtomicUsize>, Vec<std::thread::JoinHandle<HashMap<String, u64>>>) {
+fn start_writers(node: &NodeProc, threads: usize) -> Writers {
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicUsize::new(0));
     let handles = (0..threads)
@@ -79,7 +86,9 @@ fn start_writers(
 /// of the new leader.
 fn fail_over(followers: &[NodeProc], epoch: u64) -> usize {
     let fenced: Vec<(u64, u64)> = followers.iter().map(|f| f.fence(epoch)).collect();
-    let best = (0..followers.len()).max_by_key(|&i| fenced[i]).expect("a follower");
+    let best = (0..followers.len())
+        .max_by_key(|&i| fenced[i])
+        .expect("a follower");
     followers[best].promote(epoch);
     for (i, f) in followers.iter().enumerate() {
         if i != best {
@@ -93,7 +102,9 @@ fn check_no_acked_write_lost(mode: &[&str]) {
     for round in 0..2 {
         let mut c = cluster(mode, 2);
         let (stop, acked, writers) = start_writers(&c.leader, 4);
-        wait_for("some acknowledged writes", LONG, || (acked.load(Ordering::Relaxed) > 300).then_some(()));
+        wait_for("some acknowledged writes", LONG, || {
+            (acked.load(Ordering::Relaxed) > 300).then_some(())
+        });
         c.leader.kill9();
         stop.store(true, Ordering::Relaxed);
         let mut expected: HashMap<String, u64> = HashMap::new();
@@ -118,7 +129,11 @@ fn check_no_acked_write_lost(mode: &[&str]) {
             &missing[..missing.len().min(5)]
         );
         // The new leader takes writes; the other follower converges on it.
-        let _: () = redis::cmd("SET").arg("after").arg("failover").query(&mut conn).expect("write to new leader");
+        let _: () = redis::cmd("SET")
+            .arg("after")
+            .arg("failover")
+            .query(&mut conn)
+            .expect("write to new leader");
         let other = &c.followers[1 - best];
         other.wait_applied(new_leader.status().offsets.appended, LONG);
         assert_eq!(other.digest(), new_leader.digest());
@@ -128,7 +143,14 @@ fn check_no_acked_write_lost(mode: &[&str]) {
 
 #[test]
 fn semi_sync_failover_loses_no_acknowledged_write() {
-    check_no_acked_write_lost(&["--replication-mode", "semi-sync", "--sync-replicas", "1", "--fsync", "batch"]);
+    check_no_acked_write_lost(&[
+        "--replication-mode",
+        "semi-sync",
+        "--sync-replicas",
+        "1",
+        "--fsync",
+        "batch",
+    ]);
 }
 
 #[test]
@@ -138,9 +160,14 @@ fn sync_failover_loses_no_acknowledged_write() {
 
 #[test]
 fn async_failover_loss_window_is_measured() {
-    let mut c = cluster(&["--replication-mode", "async", "--fsync", "interval:1000"], 2);
+    let mut c = cluster(
+        &["--replication-mode", "async", "--fsync", "interval:1000"],
+        2,
+    );
     let (stop, acked, writers) = start_writers(&c.leader, 4);
-    wait_for("some acknowledged writes", LONG, || (acked.load(Ordering::Relaxed) > 2000).then_some(()));
+    wait_for("some acknowledged writes", LONG, || {
+        (acked.load(Ordering::Relaxed) > 2000).then_some(())
+    });
     c.leader.kill9();
     stop.store(true, Ordering::Relaxed);
     let mut expected: HashMap<String, u64> = HashMap::new();
@@ -158,7 +185,10 @@ fn async_failover_loss_window_is_measured() {
         .count();
     // Async acknowledges before followers have the write: a window exists.
     // It is reported, not asserted to be zero.
-    println!("async failover: {lost} of {} latest acknowledged keys lost or older", expected.len());
+    println!(
+        "async failover: {lost} of {} latest acknowledged keys lost or older",
+        expected.len()
+    );
     let other = &c.followers[1 - best];
     other.wait_applied(c.followers[best].status().offsets.appended, LONG);
     assert_eq!(other.digest(), c.followers[best].digest());
@@ -174,15 +204,23 @@ fn deposed_leader_cannot_acknowledge_after_fencing_and_rejoins_by_truncating() {
         "--sync-timeout",
         "1500",
     ];
-    let mut c = cluster(&mode, 2);
+    let c = cluster(&mode, 2);
     let mut old = c.leader.client();
-    let _: () = redis::cmd("SET").arg("before").arg("1").query(&mut old).expect("write");
+    let _: () = redis::cmd("SET")
+        .arg("before")
+        .arg("1")
+        .query(&mut old)
+        .expect("write");
     // The leader is paused (a GC pause, a partition) while it is replaced.
     c.leader.pause();
     let best = fail_over(&c.followers, 2);
     let new_leader = &c.followers[best];
     let mut nc = new_leader.client();
-    let _: () = redis::cmd("SET").arg("new").arg("epoch2").query(&mut nc).expect("new leader write");
+    let _: () = redis::cmd("SET")
+        .arg("new")
+        .arg("epoch2")
+        .query(&mut nc)
+        .expect("new leader write");
     c.leader.resume();
     // The deposed leader cannot get a write acknowledged: its followers are
     // fenced, so the write times out as indeterminate (never OK) ...
@@ -192,17 +230,24 @@ fn deposed_leader_cannot_acknowledge_after_fencing_and_rejoins_by_truncating() {
         .query::<()>(&mut old)
         .expect_err("a deposed leader must not acknowledge");
     let text = err.to_string();
-    assert!(text.contains("TIMEOUT") || text.contains("indeterminate"), "{text}");
+    assert!(
+        text.contains("TIMEOUT") || text.contains("indeterminate"),
+        "{text}"
+    );
     // ... and no reader sees it (lossless visibility).
     let mut reader = c.leader.client();
-    let seen: Option<String> = redis::cmd("GET").arg("lost").query(&mut reader).expect("get");
+    let seen: Option<String> = redis::cmd("GET")
+        .arg("lost")
+        .query(&mut reader)
+        .expect("get");
     assert_eq!(seen, None);
 
     // The operator repoints it: it truncates the unacknowledged tail and
     // converges on the new leader.
     c.leader.fence(2);
     c.leader.follow(new_leader, 2);
-    c.leader.wait_applied(new_leader.status().offsets.appended, LONG);
+    c.leader
+        .wait_applied(new_leader.status().offsets.appended, LONG);
     wait_for("the old leader to converge", LONG, || {
         (c.leader.digest() == new_leader.digest()).then_some(())
     });
@@ -211,7 +256,11 @@ fn deposed_leader_cannot_acknowledge_after_fencing_and_rejoins_by_truncating() {
     assert_eq!(lost, None, "the diverged write must be gone");
     let new: Option<String> = redis::cmd("GET").arg("new").query(&mut rc).expect("get");
     assert_eq!(new.as_deref(), Some("epoch2"));
-    assert!(c.leader.log().contains("diverged"), "log:\n{}", c.leader.log());
+    assert!(
+        c.leader.log().contains("diverged"),
+        "log:\n{}",
+        c.leader.log()
+    );
 }
 
 #[test]
@@ -222,15 +271,27 @@ fn async_old_leader_with_a_diverged_tail_truncates_on_rejoin() {
     let mut b = NodeProc::start(&tmp.path().join("b"), "b", &["--follow", &arepl]);
     let mut ac = a.client();
     for i in 0..100 {
-        let _: () = redis::cmd("SET").arg(format!("k{i}")).arg(i).query(&mut ac).expect("set");
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut ac)
+            .expect("set");
     }
     b.wait_applied(a.status().offsets.appended, LONG);
     // The follower goes away; the leader writes a tail only it has.
     b.kill9();
     for i in 0..50 {
-        let _: () = redis::cmd("SET").arg(format!("tail{i}")).arg(i).query(&mut ac).expect("set");
+        let _: () = redis::cmd("SET")
+            .arg(format!("tail{i}"))
+            .arg(i)
+            .query(&mut ac)
+            .expect("set");
     }
-    let _: () = redis::cmd("SET").arg("k1").arg("changed-on-a").query(&mut ac).expect("set");
+    let _: () = redis::cmd("SET")
+        .arg("k1")
+        .arg("changed-on-a")
+        .query(&mut ac)
+        .expect("set");
     a.kill9();
     // b becomes leader at epoch 2 and takes different writes.
     b.restart(&[]);
@@ -238,16 +299,26 @@ fn async_old_leader_with_a_diverged_tail_truncates_on_rejoin() {
     b.promote(2);
     let mut bc = b.client();
     for i in 0..30 {
-        let _: () = redis::cmd("SET").arg(format!("b{i}")).arg(i).query(&mut bc).expect("set");
+        let _: () = redis::cmd("SET")
+            .arg(format!("b{i}"))
+            .arg(i)
+            .query(&mut bc)
+            .expect("set");
     }
     // a restarts (as leader before: it comes back idle, never leading),
     // then follows b and must cut exactly its diverged tail.
     a.drop_flag("--role", true);
     a.restart(&[]);
-    assert_ne!(a.status().role, rstore_node::admin::Role::Leader, "a restarted leader never self-promotes");
+    assert_ne!(
+        a.status().role,
+        rstore_node::admin::Role::Leader,
+        "a restarted leader never self-promotes"
+    );
     a.follow(&b, 2);
     a.wait_applied(b.status().offsets.appended, LONG);
-    wait_for("a to converge on b", LONG, || (a.digest() == b.digest()).then_some(()));
+    wait_for("a to converge on b", LONG, || {
+        (a.digest() == b.digest()).then_some(())
+    });
     let mut ac = a.client();
     let tail: Option<String> = redis::cmd("GET").arg("tail0").query(&mut ac).expect("get");
     assert_eq!(tail, None);
@@ -261,7 +332,16 @@ fn semi_sync_writes_are_invisible_until_committed() {
     let leader = NodeProc::start(
         &tmp.path().join("l"),
         "l",
-        &["--role", "leader", "--replication-mode", "semi-sync", "--sync-replicas", "1", "--sync-timeout", "20000"],
+        &[
+            "--role",
+            "leader",
+            "--replication-mode",
+            "semi-sync",
+            "--sync-replicas",
+            "1",
+            "--sync-timeout",
+            "20000",
+        ],
     );
     let mut writer = leader.client();
     let mut reader = leader.client();
@@ -270,7 +350,9 @@ fn semi_sync_writes_are_invisible_until_committed() {
         let r: redis::RedisResult<()> = redis::cmd("SET").arg("k").arg("v").query(&mut writer);
         (r, writer)
     });
-    wait_for("the write to be logged", LONG, || (leader.status().offsets.appended > 0).then_some(()));
+    wait_for("the write to be logged", LONG, || {
+        (leader.status().offsets.appended > 0).then_some(())
+    });
     let seen: Option<String> = redis::cmd("GET").arg("k").query(&mut reader).expect("get");
     assert_eq!(seen, None, "an uncommitted write must not be visible");
     assert_eq!(leader.status().offsets.committed, 0);
@@ -279,7 +361,14 @@ fn semi_sync_writes_are_invisible_until_committed() {
     let _f = NodeProc::start(
         &tmp.path().join("f"),
         "f",
-        &["--follow", &repl, "--replication-mode", "semi-sync", "--sync-replicas", "1"],
+        &[
+            "--follow",
+            &repl,
+            "--replication-mode",
+            "semi-sync",
+            "--sync-replicas",
+            "1",
+        ],
     );
     let (r, mut writer) = pending.join().expect("writer");
     r.expect("acknowledged once the follower has it");
@@ -315,15 +404,35 @@ fn degrade_mode_is_explicit_and_visible() {
         ],
     );
     let mut c = leader.client();
-    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut c).expect("degraded write succeeds");
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut c)
+        .expect("degraded write succeeds");
     assert!(leader.status().degraded);
-    let info: String = redis::cmd("INFO").arg("replication").query(&mut c).expect("info");
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(&mut c)
+        .expect("info");
     assert!(info.contains("rstore_degraded:1"), "{info}");
     let (_, metrics) = leader.http("GET", "/metrics", None);
-    assert!(metrics.contains("rstore_replication_degraded 1"), "{metrics}");
+    assert!(
+        metrics.contains("rstore_replication_degraded 1"),
+        "{metrics}"
+    );
     // A follower catches up: back to semi-sync.
     let repl = leader.repl.to_string();
-    let _f = NodeProc::start(&tmp.path().join("f"), "f", &["--follow", &repl, "--replication-mode", "semi-sync"]);
-    let _: () = redis::cmd("SET").arg("k2").arg("v").query(&mut c).expect("write");
-    wait_for("degraded mode to end", LONG, || (!leader.status().degraded).then_some(()));
+    let _f = NodeProc::start(
+        &tmp.path().join("f"),
+        "f",
+        &["--follow", &repl, "--replication-mode", "semi-sync"],
+    );
+    let _: () = redis::cmd("SET")
+        .arg("k2")
+        .arg("v")
+        .query(&mut c)
+        .expect("write");
+    wait_for("degraded mode to end", LONG, || {
+        (!leader.status().degraded).then_some(())
+    });
 }

@@ -25,7 +25,10 @@ fn load(node: &NodeProc, prefix: &str, n: usize, value_len: usize) {
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
         let mut p = redis::pipe();
         for i in chunk {
-            p.cmd("SET").arg(format!("{prefix}:{i}")).arg(&value).ignore();
+            p.cmd("SET")
+                .arg(format!("{prefix}:{i}"))
+                .arg(&value)
+                .ignore();
         }
         p.query::<()>(&mut c).expect("load");
     }
@@ -54,16 +57,27 @@ fn follower_catches_up_and_resumes_from_its_offset_after_restart() {
     let mut fc = follower.client();
     let v: Option<String> = redis::cmd("GET").arg("a:7").query(&mut fc).expect("get");
     assert_eq!(v.as_deref(), Some("v".repeat(20).as_str()));
-    let err = redis::cmd("SET").arg("x").arg("y").query::<()>(&mut fc).expect_err("readonly");
+    let err = redis::cmd("SET")
+        .arg("x")
+        .arg("y")
+        .query::<()>(&mut fc)
+        .expect_err("readonly");
     assert!(err.to_string().contains("read only replica"), "{err}");
     assert_eq!(info_field(&follower, "replication", "role"), "slave");
-    assert_eq!(info_field(&follower, "replication", "master_link_status"), "up");
+    assert_eq!(
+        info_field(&follower, "replication", "master_link_status"),
+        "up"
+    );
 
     follower.kill9();
     load(&leader, "b", 2000, 20);
     follower.restart(&[]);
     assert_converged(&leader, &follower);
-    assert_eq!(info_field(&leader, "stats", "sync_full"), "0", "restart must not need a snapshot");
+    assert_eq!(
+        info_field(&leader, "stats", "sync_full"),
+        "0",
+        "restart must not need a snapshot"
+    );
     assert_eq!(info_field(&leader, "stats", "sync_partial_ok"), "2");
 }
 
@@ -99,7 +113,11 @@ fn new_follower_bootstraps_from_a_snapshot_while_writes_continue() {
         std::thread::spawn(move || {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let _: () = redis::cmd("SET").arg(format!("live:{}", i % 5000)).arg(i).query(&mut c).expect("live write");
+                let _: () = redis::cmd("SET")
+                    .arg(format!("live:{}", i % 5000))
+                    .arg(i)
+                    .query(&mut c)
+                    .expect("live write");
                 i += 1;
                 written.store(i, Ordering::Relaxed);
             }
@@ -111,9 +129,11 @@ fn new_follower_bootstraps_from_a_snapshot_while_writes_continue() {
         (follower.status().link.as_deref() == Some("up")).then_some(())
     });
     let before = written.load(Ordering::Relaxed);
-    wait_for("writes to continue during and after the bootstrap", LONG, || {
-        (written.load(Ordering::Relaxed) > before + 200).then_some(())
-    });
+    wait_for(
+        "writes to continue during and after the bootstrap",
+        LONG,
+        || (written.load(Ordering::Relaxed) > before + 200).then_some(()),
+    );
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("writer");
     assert_converged(&leader, &follower);
@@ -165,9 +185,14 @@ fn replication_port_rejects_garbage_wrong_password_and_stale_epochs() {
     );
     // Garbage and a truncated frame: the connection is dropped, the leader
     // keeps serving.
-    for junk in [&b"GET / HTTP/1.1\r\n\r\n"[..], &[0xff; 64][..], &[10, 0, 0, 0, 1, 2][..]] {
+    for junk in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        &[0xff; 64][..],
+        &[10, 0, 0, 0, 1, 2][..],
+    ] {
         let mut s = std::net::TcpStream::connect(leader.repl).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
         s.write_all(junk).expect("send");
         let _ = s.shutdown(std::net::Shutdown::Write);
         let mut buf = Vec::new();
@@ -177,7 +202,11 @@ fn replication_port_rejects_garbage_wrong_password_and_stale_epochs() {
         .expect("client")
         .get_connection()
         .expect("conn");
-    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut lc).expect("leader still serves");
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut lc)
+        .expect("leader still serves");
 
     // Wrong password: refused, nothing applied.
     let repl = leader.repl.to_string();
@@ -186,7 +215,9 @@ fn replication_port_rejects_garbage_wrong_password_and_stale_epochs() {
         "wrong",
         &["--follow", &repl, "--requirepass", "nope"],
     );
-    wait_for("the refusal to be logged", LONG, || wrong.log().contains("WRONGPASS").then_some(()));
+    wait_for("the refusal to be logged", LONG, || {
+        wrong.log().contains("WRONGPASS").then_some(())
+    });
     assert_eq!(wrong.status().offsets.appended, 0);
     assert_ne!(wrong.status().link.as_deref(), Some("up"));
 
@@ -200,7 +231,11 @@ fn replication_port_rejects_garbage_wrong_password_and_stale_epochs() {
     });
     assert_eq!(stale.status().offsets.appended, 0);
     assert_eq!(stale.status().epoch, 5);
-    assert!(leader.log().contains("refusing follower"), "leader log:\n{}", leader.log());
+    assert!(
+        leader.log().contains("refusing follower"),
+        "leader log:\n{}",
+        leader.log()
+    );
 }
 
 #[test]
@@ -212,10 +247,18 @@ fn waitoffset_gives_read_your_writes_on_a_follower() {
     let mut lc = leader.client();
     let mut fc = follower.client();
     for i in 0..50 {
-        let _: () = redis::cmd("SET").arg("ryw").arg(i).query(&mut lc).expect("set");
+        let _: () = redis::cmd("SET")
+            .arg("ryw")
+            .arg(i)
+            .query(&mut lc)
+            .expect("set");
         let offset: u64 = redis::cmd("REPLOFFSET").query(&mut lc).expect("reploffset");
         assert!(offset > 0);
-        let applied: u64 = redis::cmd("WAITOFFSET").arg(offset).arg(10_000).query(&mut fc).expect("waitoffset");
+        let applied: u64 = redis::cmd("WAITOFFSET")
+            .arg(offset)
+            .arg(10_000)
+            .query(&mut fc)
+            .expect("waitoffset");
         assert!(applied >= offset);
         let v: i64 = redis::cmd("GET").arg("ryw").query(&mut fc).expect("get");
         assert_eq!(v, i, "a follower at offset {applied} must show write {i}");
@@ -228,6 +271,10 @@ fn waitoffset_gives_read_your_writes_on_a_follower() {
         .expect_err("timeout");
     assert!(err.to_string().contains("TIMEOUT"), "{err}");
     // WAIT counts the follower.
-    let n: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut lc).expect("wait");
+    let n: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query(&mut lc)
+        .expect("wait");
     assert_eq!(n, 1);
 }

@@ -113,10 +113,11 @@ fn expire(ctx: &mut Ctx<'_>, name: &str, args: &[Bytes], start: usize) -> Action
             b"xx" => xx = true,
             b"gt" => gt = true,
             b"lt" => lt = true,
-            other => {
+            _ => {
+                // Redis echoes the option as given, not lowercased.
                 ctx.err(&format!(
                     "ERR Unsupported option {}",
-                    String::from_utf8_lossy(other)
+                    String::from_utf8_lossy(opt)
                 ));
                 return Action::Done;
             }

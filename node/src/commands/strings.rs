@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::util::{format_f64, parse_f64, parse_i64};
+use super::util::{format_f64_sum, parse_f64, parse_i64};
 use super::{Action, Ctx};
 use crate::engine::Current;
 use crate::stats::Stats;
@@ -398,7 +398,7 @@ fn getex(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
 }
 
 fn mset(ctx: &mut Ctx<'_>, args: &[Bytes], nx: bool, start: usize) -> Action {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         let name = if nx { "msetnx" } else { "mset" };
         ctx.err(&format!(
             "ERR wrong number of arguments for '{name}' command"
@@ -476,7 +476,7 @@ fn incr_by_float(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
             if !new.is_finite() {
                 return Err("ERR increment would produce NaN or Infinity");
             }
-            let text = Bytes::from(format_f64(new));
+            let text = Bytes::from(format_f64_sum(old, by));
             v.set(key, text.clone(), exp);
             Ok(text)
         },

@@ -66,6 +66,30 @@ pub fn format_f64(v: f64) -> String {
     s
 }
 
+/// INCRBYFLOAT's reply for `a + b`. Redis adds in long double and prints
+/// with 17 decimals, so decimal operands give the decimal result
+/// (0.1 + 0.2 = "0.3", 10.6 + -10.5 = "0.1"); an f64 sum carries binary
+/// noise in its last bits instead. Remove it: round the sum to the decimal
+/// places that 15 significant digits of the larger operand allow, and keep
+/// that when it moves the sum by no more than the operands' rounding error.
+pub fn format_f64_sum(a: f64, b: f64) -> String {
+    let sum = a + b;
+    let big = a.abs().max(b.abs()).max(sum.abs());
+    if sum == 0.0 || !big.is_finite() {
+        return format_f64(sum);
+    }
+    let places = 14 - big.log10().floor() as i64;
+    if places >= 0 {
+        let rounded: f64 = format!("{:.*}", places as usize, sum)
+            .parse()
+            .unwrap_or(sum);
+        if (rounded - sum).abs() <= 2.0 * big * f64::EPSILON {
+            return format_f64(rounded);
+        }
+    }
+    format_f64(sum)
+}
+
 /// Redis's glob matching (`stringmatchlen`): `*`, `?`, `[...]` with ranges
 /// and `^`, and `\` escapes.
 pub fn glob_match(pattern: &[u8], s: &[u8]) -> bool {
@@ -203,6 +227,16 @@ mod tests {
         assert_eq!(format_f64(10.5 + 0.1), "10.6");
         assert_eq!(format_f64(3.0), "3");
         assert_eq!(format_f64(5000.0), "5000");
+        assert_eq!(format_f64_sum(0.1, 0.2), "0.3");
+        assert_eq!(format_f64_sum(10.6, -10.5), "0.1");
+        assert_eq!(format_f64_sum(1.1, 2.2), "3.3");
+        assert_eq!(format_f64_sum(10.5, 0.1), "10.6");
+        assert_eq!(format_f64_sum(3.0, -3.0), "0");
+        assert_eq!(
+            format_f64_sum(0.0, 0.1234567890123456),
+            "0.1234567890123456"
+        );
+        assert_eq!(format_f64_sum(5000.0, 200.0), "5200");
     }
 
     #[test]

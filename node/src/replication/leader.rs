@@ -75,14 +75,14 @@ async fn serve_follower(
         Ok(Err(e)) => return Err(e),
         Err(_) => return Err(refuse(&mut stream, "no hello within 10s".into()).await),
     };
-    if let Some(expected) = &shared.config.requirepass {
-        if hello.password.as_deref() != Some(expected.as_str()) {
-            return Err(refuse(
-                &mut stream,
-                "WRONGPASS replication password mismatch".into(),
-            )
-            .await);
-        }
+    if let Some(expected) = &shared.config.requirepass
+        && hello.password.as_deref() != Some(expected.as_str())
+    {
+        return Err(refuse(
+            &mut stream,
+            "WRONGPASS replication password mismatch".into(),
+        )
+        .await);
     }
     if hello.version != wire::PROTOCOL_VERSION {
         return Err(refuse(
