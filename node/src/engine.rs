@@ -388,9 +388,17 @@ impl Engine {
     /// replication mode. Errors say whether the outcome is indeterminate.
     pub async fn wait_acked(&self, offset: u64) -> Result<(), AckError> {
         if self.opts.mode == ReplicationMode::Async {
-            return self.wal.wait_acked(offset).await.map_err(AckError::Wal);
+            self.wal.wait_acked(offset).await.map_err(AckError::Wal)?;
+            // Fenced while the write was in flight: it is in the log, but
+            // the fence already answered for this leader; do not claim it.
+            return if self.leading() {
+                Ok(())
+            } else {
+                Err(AckError::Fenced)
+            };
         }
         let mut rx = self.commit_tx.subscribe();
+        let mut roles = self.role_tx.subscribe();
         let deadline = tokio::time::Instant::now() + self.opts.sync_timeout;
         loop {
             if *rx.borrow_and_update() >= offset {
@@ -399,28 +407,35 @@ impl Engine {
             if let Some(reason) = self.wal.failure() {
                 return Err(AckError::Wal(WalError::Failed(reason)));
             }
-            {
-                let st = self.state.lock();
-                if st.fenced || st.meta.role != Role::Leader {
-                    return Err(AckError::Fenced);
-                }
+            if !self.leading() {
+                return Err(AckError::Fenced);
             }
-            match tokio::time::timeout_at(deadline, rx.changed()).await {
-                Ok(Ok(())) => continue,
-                Ok(Err(_)) => return Err(AckError::Fenced),
-                Err(_) => {
-                    if self.opts.on_sync_timeout == OnSyncTimeout::Degrade {
-                        self.degrade();
-                        return self.wal.wait_acked(offset).await.map_err(AckError::Wal);
+            tokio::select! {
+                changed = tokio::time::timeout_at(deadline, rx.changed()) => match changed {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(_)) => return Err(AckError::Fenced),
+                    Err(_) => {
+                        if self.opts.on_sync_timeout == OnSyncTimeout::Degrade {
+                            self.degrade();
+                            return self.wal.wait_acked(offset).await.map_err(AckError::Wal);
+                        }
+                        self.stats.sync_timeouts.fetch_add(1, Ordering::Relaxed);
+                        return Err(AckError::Timeout {
+                            needed: self.required_acks(),
+                            timeout_ms: self.opts.sync_timeout.as_millis() as u64,
+                        });
                     }
-                    self.stats.sync_timeouts.fetch_add(1, Ordering::Relaxed);
-                    return Err(AckError::Timeout {
-                        needed: self.required_acks(),
-                        timeout_ms: self.opts.sync_timeout.as_millis() as u64,
-                    });
-                }
+                },
+                // A fence or demotion ends the wait at once.
+                _ = roles.changed() => continue,
             }
         }
+    }
+
+    /// True while this node is an unfenced leader.
+    fn leading(&self) -> bool {
+        let st = self.state.lock();
+        st.meta.role == Role::Leader && !st.fenced
     }
 
     /// Switch a semi-sync/sync leader to async until followers catch up.
@@ -682,7 +697,11 @@ impl Engine {
                 st.meta.epoch
             )));
         }
-        st.pending = Pending::default();
+        // Uncommitted writes of a former leader are in its log: they become
+        // received records, applied if the new leader commits them (or cut
+        // away by the divergence check when it does not have them).
+        let pending = std::mem::take(&mut st.pending);
+        st.received.extend(pending.records);
         st.meta.epoch = epoch;
         st.meta.role = Role::Follower;
         st.meta.leader = Some(leader.clone());
