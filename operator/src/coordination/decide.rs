@@ -324,6 +324,7 @@ pub(crate) mod tests {
             mode: ReplicationMode::SemiSync,
             degraded: false,
             link: None,
+            snapshot_progress: None,
             digest: None,
             keys: 0,
         }

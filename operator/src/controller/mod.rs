@@ -1,0 +1,420 @@
+//! The controller: a thin `reconcile` running the pipeline
+//! validate -> observe members -> coordinate -> build -> apply (server-side
+//! apply, one field manager) -> relabel -> events -> status.
+
+pub mod members;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::build::{Objects, build_all};
+use crate::coordination::{self, NodeAdmin, Previous, Report, Step};
+use crate::crd::{ReplicatedStore, ReplicatedStoreStatus};
+use crate::error::Error;
+use crate::labels::{self, FIELD_MANAGER, ROLE_LABEL};
+use crate::metrics::Metrics;
+use crate::validate::validate;
+
+/// Settings of the running controller.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Node image for stores without `spec.image`.
+    pub default_image: Option<String>,
+}
+
+/// Shared by every reconcile and the HTTP server.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub admin: Arc<dyn NodeAdmin>,
+    pub settings: Settings,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        admin: Arc<dyn NodeAdmin>,
+        settings: Settings,
+    ) -> Self {
+        let recorder = Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER));
+        Self {
+            client,
+            recorder,
+            metrics,
+            admin,
+            settings,
+        }
+    }
+}
+
+/// Reconcile one ReplicatedStore.
+pub async fn reconcile(store: Arc<ReplicatedStore>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.start_reconcile();
+    if store.metadata.deletion_timestamp.is_some() {
+        // Owner references let the garbage collector remove every object;
+        // the StatefulSet's PVC retention policy decides about the data.
+        return Ok(Action::await_change());
+    }
+    let name = store.name_any();
+    let namespace = store.namespace().unwrap_or_else(|| "default".to_string());
+    let previous = store.status.clone().unwrap_or_default();
+    let generation = store.metadata.generation;
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+
+    let validated = match validate(&store, ctx.settings.default_image.as_deref()) {
+        Ok(v) => v,
+        Err(err) => {
+            tracing::warn!(%name, %namespace, %err, "invalid spec");
+            let new_status = status::invalid(&previous, &err, generation, &now);
+            if new_status != previous {
+                publish(
+                    &ctx,
+                    &store,
+                    EventType::Warning,
+                    "InvalidSpec",
+                    "Validate",
+                    err.to_string(),
+                )
+                .await;
+                patch_status(&ctx, &name, &namespace, &new_status).await?;
+            }
+            return Err(Error::InvalidSpec(err));
+        }
+    };
+
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let selector = selector_string(&labels::selector_labels(&name));
+    let pods = pods_api
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube("list member pods"))?;
+    let members = members::from_pods(&name, &namespace, &pods.items);
+    let previous_leader = Previous {
+        leader: previous.leader.clone(),
+        epoch: u64::try_from(previous.epoch).unwrap_or(0),
+    };
+    let report = if members.is_empty() {
+        None
+    } else {
+        Some(
+            coordination::coordinate(
+                ctx.admin.as_ref(),
+                &members,
+                validated.replicas(),
+                &previous_leader,
+            )
+            .await,
+        )
+    };
+    let statefulset_replicas = report
+        .as_ref()
+        .map(|r| r.decision.statefulset_replicas)
+        .unwrap_or(validated.replicas());
+
+    apply_all(
+        &ctx,
+        &namespace,
+        &build_all(&validated, statefulset_replicas),
+    )
+    .await?;
+
+    if let Some(report) = &report {
+        relabel(&pods_api, &members, report).await?;
+        record_actions(&ctx, &store, report).await;
+        if let Some(blocked) = &report.decision.scale_down_blocked
+            && !previous
+                .conditions
+                .iter()
+                .any(|c| c.reason == "ScaleDownBlocked")
+        {
+            publish(
+                &ctx,
+                &store,
+                EventType::Warning,
+                "ScaleDownBlocked",
+                "Scale",
+                blocked.clone(),
+            )
+            .await;
+        }
+    }
+
+    let new_status = status::from_report(
+        &previous,
+        validated.replicas(),
+        members.len(),
+        report.as_ref(),
+        generation,
+        &now,
+    );
+    if new_status != previous {
+        patch_status(&ctx, &name, &namespace, &new_status).await?;
+    }
+
+    let settled = report
+        .as_ref()
+        .is_some_and(|r| r.decision.waiting.is_none() && r.first_failure().is_none());
+    let period = Duration::from_secs(
+        u64::try_from(validated.spec.failover.probe_period_seconds).unwrap_or(5),
+    );
+    Ok(Action::requeue(if settled {
+        period
+    } else {
+        period.min(Duration::from_secs(5))
+    }))
+}
+
+/// Count the error by category and requeue per its policy.
+pub fn error_policy(store: Arc<ReplicatedStore>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(name = %store.name_any(), category = error.category(), %error, "reconcile failed");
+    ctx.metrics.error(error.category());
+    Action::requeue(error.requeue_after())
+}
+
+fn selector_string(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn apply<K>(ctx: &Context, namespace: &str, object: &K) -> Result<(), Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + Serialize
+        + DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = object.meta().name.clone().unwrap_or_default();
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .map_err(Error::kube(format!("apply {} {name}", K::kind(&()))))?;
+    Ok(())
+}
+
+async fn apply_all(ctx: &Context, namespace: &str, objects: &Objects) -> Result<(), Error> {
+    apply::<Service>(ctx, namespace, &objects.headless).await?;
+    apply::<Service>(ctx, namespace, &objects.leader).await?;
+    apply::<Service>(ctx, namespace, &objects.read).await?;
+    apply::<PodDisruptionBudget>(ctx, namespace, &objects.pdb).await?;
+    apply::<StatefulSet>(ctx, namespace, &objects.statefulset).await?;
+    Ok(())
+}
+
+/// Put the role labels the report wants on the pods. Labels come off
+/// before any goes on, so the leader Service is briefly empty rather than
+/// ever pointing at two pods.
+async fn relabel(
+    pods: &Api<Pod>,
+    members: &[coordination::Member],
+    report: &Report,
+) -> Result<(), Error> {
+    let changes: Vec<(&coordination::Member, Option<&str>)> = members
+        .iter()
+        .filter_map(|m| {
+            let want = report.labels.get(&m.name).copied().flatten();
+            (m.role_label.as_deref() != want).then_some((m, want))
+        })
+        .collect();
+    let (removals, additions): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(m, want)| {
+        want.is_none() || m.role_label.as_deref() == Some(labels::ROLE_LEADER)
+    });
+    for (member, want) in removals.into_iter().chain(additions) {
+        let patch = serde_json::json!({"metadata": {"labels": {ROLE_LABEL: want}}});
+        pods.patch(&member.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(Error::kube(format!("label pod {}", member.name)))?;
+        tracing::info!(pod = %member.name, role = ?want, "pod relabelled");
+    }
+    Ok(())
+}
+
+async fn record_actions(ctx: &Context, store: &ReplicatedStore, report: &Report) {
+    for done in &report.done {
+        let (pod, action, reason, note) = match &done.step {
+            Step::Promote { member, epoch } => (
+                member,
+                "promote",
+                "Promoted",
+                format!("{member} promoted to leader at epoch {epoch}"),
+            ),
+            Step::Follow {
+                member,
+                leader,
+                epoch,
+                ..
+            } => (
+                member,
+                "follow",
+                "Following",
+                format!("{member} follows {leader} at epoch {epoch}"),
+            ),
+        };
+        ctx.metrics.member_action(action, done.result.is_ok());
+        match &done.result {
+            Ok(()) => {
+                publish_about(
+                    ctx,
+                    store,
+                    Some(pod),
+                    EventType::Normal,
+                    reason,
+                    action,
+                    note,
+                )
+                .await
+            }
+            Err(err) => {
+                publish_about(
+                    ctx,
+                    store,
+                    Some(pod),
+                    EventType::Warning,
+                    &format!("{reason}Failed"),
+                    action,
+                    format!("{note}: {err}"),
+                )
+                .await;
+            }
+        }
+    }
+}
+
+/// Publish an Event; failing to is logged, never fatal.
+async fn publish(
+    ctx: &Context,
+    store: &ReplicatedStore,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    publish_about(ctx, store, None, type_, reason, action, note).await;
+}
+
+/// Publish an Event whose `secondary` is the member pod it concerns (which
+/// also keeps one member's event from folding into another's series).
+async fn publish_about(
+    ctx: &Context,
+    store: &ReplicatedStore,
+    pod: Option<&str>,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let secondary = pod.map(|name| k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".to_string()),
+        kind: Some("Pod".to_string()),
+        name: Some(name.to_string()),
+        namespace: store.namespace(),
+        ..Default::default()
+    });
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note),
+        action: action.to_string(),
+        secondary,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &store.object_ref(&())).await {
+        tracing::warn!(%err, reason, "cannot publish event");
+    }
+}
+
+async fn patch_status(
+    ctx: &Context,
+    name: &str,
+    namespace: &str,
+    status: &ReplicatedStoreStatus,
+) -> Result<(), Error> {
+    let api: Api<ReplicatedStore> = Api::namespaced(ctx.client.clone(), namespace);
+    let patch = serde_json::json!({
+        "apiVersion": format!("{}/{}", crate::crd::GROUP, crate::crd::VERSION),
+        "kind": "ReplicatedStore",
+        "status": status,
+    });
+    api.patch_status(
+        name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::kube(format!("update status of {name}")))?;
+    Ok(())
+}
+
+/// Run the controller until shutdown. `namespace`: watch one namespace
+/// (None: all).
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
+    let client = ctx.client.clone();
+    fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let stores: Api<ReplicatedStore> = api(&client, &namespace);
+    let owned =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={FIELD_MANAGER}"));
+    Controller::new(stores, watcher::Config::default().any_semantic())
+        .owns(api::<StatefulSet>(&client, &namespace), owned.clone())
+        .owns(api::<Service>(&client, &namespace), owned.clone())
+        .owns(
+            api::<PodDisruptionBudget>(&client, &namespace),
+            owned.clone(),
+        )
+        // Pods belong to the StatefulSet; map them to their store by label
+        // so a pod turning ready (or dying) reconciles at once.
+        .watches(api::<Pod>(&client, &namespace), owned, |pod: Pod| {
+            let instance = pod.labels().get("app.kubernetes.io/instance").cloned();
+            let namespace = pod.namespace();
+            instance.map(|i| {
+                let r = ObjectRef::<ReplicatedStore>::new(&i);
+                match namespace {
+                    Some(ns) => r.within(&ns),
+                    None => r,
+                }
+            })
+        })
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                Err(err) => tracing::debug!(%err, "reconcile did not complete"),
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests;
