@@ -146,6 +146,7 @@ pub fn status_of(s: &Shared) -> StatusResponse {
         mode: e.opts.mode,
         degraded: e.degraded(),
         link: (r.role == Role::Follower).then(|| s.link.status().to_string()),
+        snapshot_progress: s.link.snapshot().snapshot_progress,
         digest: Some(format!("{digest:016x}")),
         keys: e.keys() as u64,
     }

@@ -74,6 +74,9 @@ pub struct StatusResponse {
     pub degraded: bool,
     /// Follower link state: "up", "down", "connecting", "snapshot".
     pub link: Option<String>,
+    /// Follower: snapshot transfer in progress, bytes (received, total).
+    #[serde(default)]
+    pub snapshot_progress: Option<(u64, u64)>,
     /// Hex digest of the keyspace at `offsets.applied`.
     pub digest: Option<String>,
     pub keys: u64,
