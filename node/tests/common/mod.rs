@@ -67,9 +67,12 @@ pub struct StartFailure {
 }
 
 impl Node {
-    /// A standalone leader with `--fsync always` plus `extra` flags.
+    /// A standalone leader (`--fsync always` unless `extra` says otherwise).
     pub fn leader(extra: &[&str]) -> Node {
-        let mut args = vec!["--role", "leader", "--fsync", "always"];
+        let mut args = vec!["--role", "leader"];
+        if !extra.contains(&"--fsync") {
+            args.extend_from_slice(&["--fsync", "always"]);
+        }
         args.extend_from_slice(extra);
         Node::start(&args)
     }

@@ -1,0 +1,222 @@
+//! The admin HTTP API of the real binary: health, readiness, status,
+//! metrics, fencing and promotion.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use common::{DEADLINE, Node, Reply, wait_for};
+
+/// The value of an un-labelled sample (or the sum over labels) in
+/// Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines() {
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let base = series.split('{').next().unwrap_or(series);
+        if base == name {
+            *found.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(f64::NAN);
+        }
+    }
+    found
+}
+
+#[test]
+fn health_readiness_status_and_metrics_of_a_leader() {
+    let node = Node::leader(&[]);
+    let health = node.http("GET", "/healthz", None);
+    assert_eq!(health.status, 200, "{}", health.body);
+    let ready = node.http("GET", "/readyz", None);
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    assert_eq!(node.http("GET", "/nope", None).status, 404);
+
+    let st = node.http("GET", "/status", None);
+    assert_eq!(st.status, 200);
+    let s0 = st.json();
+    assert_eq!(s0["role"], "leader", "{s0}");
+    assert_eq!(s0["node_id"], "it-node", "{s0}");
+    assert!(s0["epoch"].as_u64().unwrap() >= 1, "{s0}");
+    assert_eq!(s0["fenced"], false);
+    for field in ["appended", "durable", "applied", "committed"] {
+        assert!(s0["offsets"][field].is_u64(), "offsets.{field} in {s0}");
+    }
+    assert!(s0["followers"].is_array(), "{s0}");
+    assert_eq!(s0["mode"], "async", "{s0}");
+    let digest0 = s0["digest"].as_str().unwrap().to_string();
+
+    let mut c = node.client();
+    let mut pipe = redis::pipe();
+    for n in 0..20 {
+        pipe.cmd("SET").arg(format!("k{n}")).arg(n).ignore();
+    }
+    pipe.cmd("GET").arg("k1").ignore();
+    pipe.cmd("GET").arg("missing").ignore();
+    pipe.query::<()>(&mut c).unwrap();
+
+    let s1 = node.http("GET", "/status", None).json();
+    let appended0 = s0["offsets"]["appended"].as_u64().unwrap();
+    let appended1 = s1["offsets"]["appended"].as_u64().unwrap();
+    assert!(appended1 > appended0, "appended {appended0} -> {appended1}");
+    // fsync always: acknowledged means durable.
+    assert!(s1["offsets"]["durable"].as_u64().unwrap() >= appended1);
+    assert_ne!(
+        s1["digest"].as_str().unwrap(),
+        digest0,
+        "digest follows the data"
+    );
+    assert_eq!(s1["keys"], 20, "{s1}");
+
+    let m = node.http("GET", "/metrics", None);
+    assert_eq!(m.status, 200);
+    let text = &m.body;
+    for name in [
+        "rstore_commands_total",
+        "rstore_fsync_duration_seconds_bucket",
+        "rstore_keys",
+        "rstore_connected_clients",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(name)),
+            "/metrics lacks {name}:\n{text}"
+        );
+    }
+    assert_eq!(metric(text, "rstore_keys"), Some(20.0), "{text}");
+    let commands = metric(text, "rstore_commands_total").unwrap();
+    assert!(commands >= 22.0, "rstore_commands_total {commands}");
+    let fsyncs = metric(text, "rstore_fsync_duration_seconds_count");
+    assert!(
+        fsyncs.is_some_and(|n| n >= 1.0),
+        "fsync histogram count {fsyncs:?}"
+    );
+    // Every line is a comment or "series value".
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let value = line.rsplit_once(' ').map(|(_, v)| v).unwrap_or("");
+        assert!(
+            value.parse::<f64>().is_ok() || value == "+Inf" || value == "NaN",
+            "bad sample line {line:?}"
+        );
+    }
+}
+
+#[test]
+fn an_idle_node_is_alive_but_not_ready() {
+    let node = Node::start(&[]);
+    assert_eq!(node.http("GET", "/healthz", None).status, 200);
+    let ready = node.http("GET", "/readyz", None);
+    assert_eq!(ready.status, 503, "{}", ready.body);
+    let st = node.http("GET", "/status", None).json();
+    assert_eq!(st["role"], "idle", "{st}");
+    // An idle node refuses writes like a replica would.
+    let mut raw = node.raw();
+    assert_eq!(
+        raw.cmd_str(&["SET", "a", "1"]),
+        Reply::Error("READONLY You can't write against a read only replica.".into())
+    );
+    // Promoting it makes it a ready leader.
+    let p = node.http("POST", "/promote", Some(r#"{"epoch": 1}"#));
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert_eq!(node.http("GET", "/readyz", None).status, 200);
+    let mut raw = node.raw();
+    assert_eq!(raw.cmd_str(&["SET", "a", "1"]), Reply::Simple("OK".into()));
+}
+
+#[test]
+fn fence_stops_writes_and_promote_resumes_them() {
+    let node = Node::leader(&[]);
+    let mut c = node.client();
+    let _: () = redis::cmd("SET")
+        .arg("before")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    let epoch = node.http("GET", "/status", None).json()["epoch"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(epoch, 1, "a fresh leader starts at epoch 1");
+    let appended = node.http("GET", "/status", None).json()["offsets"]["appended"]
+        .as_u64()
+        .unwrap();
+
+    // An open connection, idle at the time of the fence.
+    let mut open = node.raw();
+    assert_eq!(open.cmd_str(&["PING"]), Reply::Simple("PONG".into()));
+
+    let f = node.http("POST", "/fence", Some(r#"{"epoch": 2}"#));
+    assert_eq!(f.status, 200, "{}", f.body);
+    let body = f.json();
+    assert_eq!(body["epoch"], 2, "{body}");
+    assert_eq!(body["last_epoch"], 1, "{body}");
+    assert_eq!(body["last_offset"].as_u64(), Some(appended), "{body}");
+
+    // Connections of the fenced leader are closed.
+    assert!(
+        open.closed_by_server(),
+        "a client connection survived the fence"
+    );
+    // New writes fail with FENCED; reads still work.
+    let mut raw = node.raw();
+    match raw.cmd_str(&["SET", "after", "1"]) {
+        Reply::Error(e) => assert!(e.starts_with("FENCED"), "{e}"),
+        other => panic!("write on a fenced leader: {other:?}"),
+    }
+    match raw.cmd_str(&["INCR", "n"]) {
+        Reply::Error(e) => assert!(e.starts_with("FENCED"), "{e}"),
+        other => panic!("write on a fenced leader: {other:?}"),
+    }
+    assert_eq!(raw.cmd_str(&["GET", "before"]), Reply::Bulk(b"1".to_vec()));
+    assert_eq!(raw.cmd_str(&["EXISTS", "after"]), Reply::Int(0));
+
+    let st = node.http("GET", "/status", None).json();
+    assert_eq!(st["fenced"], true, "{st}");
+    assert_eq!(st["epoch"], 2, "{st}");
+    assert_eq!(node.http("GET", "/readyz", None).status, 503);
+    assert_eq!(node.http("GET", "/healthz", None).status, 200);
+
+    // A lower epoch is a conflict, for fence and promote alike.
+    let low = node.http("POST", "/fence", Some(r#"{"epoch": 1}"#));
+    assert_eq!(low.status, 409, "{}", low.body);
+    let low = node.http("POST", "/promote", Some(r#"{"epoch": 1}"#));
+    assert_eq!(low.status, 409, "{}", low.body);
+    // Malformed bodies are client errors.
+    let bad = node.http("POST", "/fence", Some("{not json"));
+    assert!((400..500).contains(&bad.status), "{bad:?}");
+
+    let p = node.http("POST", "/promote", Some(r#"{"epoch": 3}"#));
+    assert_eq!(p.status, 200, "{}", p.body);
+    let st = p.json();
+    assert_eq!(st["role"], "leader", "{st}");
+    assert_eq!(st["epoch"], 3, "{st}");
+    assert_eq!(st["fenced"], false, "{st}");
+    assert_eq!(node.http("GET", "/readyz", None).status, 200);
+
+    let mut c = node.client();
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("2")
+        .query(&mut c)
+        .unwrap();
+    let v: String = redis::cmd("GET").arg("after").query(&mut c).unwrap();
+    assert_eq!(v, "2");
+    let before: String = redis::cmd("GET").arg("before").query(&mut c).unwrap();
+    assert_eq!(before, "1");
+
+    // The new epoch is persisted: after kill -9 it is still 3.
+    let mut node = node;
+    node.kill9();
+    node.restart();
+    let st = wait_for("status after restart", DEADLINE, || {
+        let r = node.http("GET", "/status", None);
+        (r.status == 200).then(|| r.json())
+    });
+    assert_eq!(st["epoch"], 3, "{st}");
+    let mut c = node.client();
+    let v: String = redis::cmd("GET").arg("after").query(&mut c).unwrap();
+    assert_eq!(v, "2");
+}
