@@ -2,6 +2,8 @@
 //! loopback ports and talk to them with real Redis clients and the admin
 //! HTTP API.
 
+pub mod kind;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
