@@ -220,7 +220,17 @@ impl Engine {
         if let Some(e) = replay_err {
             return Err(EngineError::Corrupt(e));
         }
-        let applied = wal.last_offset().max(snap_end);
+        let applied = wal.last_offset();
+        if snap_end > applied {
+            // A follower that crashed between installing a snapshot and
+            // receiving the log up to its end: the state is consistent only
+            // once the leader's records reach `snap_end` again.
+            tracing::warn!(
+                snap_end,
+                applied,
+                "snapshot is ahead of the log: catching up from the leader"
+            );
+        }
         // Records of an epoch the history lacks (a crash between the append
         // and the metadata write): the log is the truth.
         let known = node_meta.epoch_history.last().map(|(e, _)| *e).unwrap_or(0);
@@ -841,6 +851,22 @@ impl Engine {
         self.followers.lock().remove(&id);
     }
 
+    /// Oldest log offset a follower still being bootstrapped or catching
+    /// up needs (PostgreSQL's replication slot, bounded): a follower more
+    /// than `max(4 x retention, 1 GiB)` behind is let go and will take a
+    /// snapshot instead.
+    fn follower_pin(&self, last: u64) -> u64 {
+        let limit = (4 * self.opts.wal_retention_bytes).max(1 << 30);
+        self.followers
+            .lock()
+            .values()
+            .filter(|f| f.state != "streaming")
+            .map(|f| f.received)
+            .filter(|r| last.saturating_sub(*r) <= limit)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
     pub fn followers(&self) -> Vec<FollowerProgress> {
         let mut v: Vec<_> = self.followers.lock().values().cloned().collect();
         v.sort_by(|a, b| a.node_id.cmp(&b.node_id));
@@ -983,7 +1009,9 @@ impl Engine {
         // Keep everything after the snapshot's start (needed to recover)
         // and a retention window for followers that reconnect.
         let last = self.wal.last_offset();
-        let cut = start.min(last.saturating_sub(self.opts.wal_retention_bytes));
+        let cut = start
+            .min(last.saturating_sub(self.opts.wal_retention_bytes))
+            .min(self.follower_pin(last));
         self.wal.remove_before(cut)?;
         self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
         tracing::info!(start, end, keys, bytes, "checkpoint written");

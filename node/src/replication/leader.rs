@@ -135,7 +135,7 @@ async fn serve_follower(
     let start = match decision {
         Decision::Snapshot => {
             engine.stats.resyncs_full.fetch_add(1, Ordering::Relaxed);
-            send_snapshot(&engine, &mut stream).await?
+            send_snapshot(&engine, &mut stream, id).await?
         }
         Decision::Stream | Decision::Truncate => {
             engine.stats.resyncs_partial.fetch_add(1, Ordering::Relaxed);
@@ -191,18 +191,30 @@ fn decide(engine: &Engine, hello: &Hello) -> (Decision, u64) {
 
 /// Ship a snapshot (the latest usable one, or a fresh checkpoint); returns
 /// the offset to stream from (the snapshot's start).
-async fn send_snapshot(engine: &Arc<Engine>, stream: &mut TcpStream) -> Result<u64, WireError> {
-    let existing = engine
-        .latest_snapshot()
-        .map_err(|e| WireError::Malformed(e.to_string()))?;
-    let (meta, path) = match existing {
-        Some(found) => found,
-        None => {
-            let e = engine.clone();
-            tokio::task::spawn_blocking(move || e.checkpoint())
-                .await
-                .map_err(|e| WireError::Malformed(e.to_string()))?
-                .map_err(|e| WireError::Malformed(e.to_string()))?
+async fn send_snapshot(
+    engine: &Arc<Engine>,
+    stream: &mut TcpStream,
+    id: u64,
+) -> Result<u64, WireError> {
+    let (meta, path) = loop {
+        let existing = engine
+            .latest_snapshot()
+            .map_err(|e| WireError::Malformed(e.to_string()))?;
+        let (meta, path) = match existing {
+            Some(found) => found,
+            None => {
+                let e = engine.clone();
+                tokio::task::spawn_blocking(move || e.checkpoint())
+                    .await
+                    .map_err(|e| WireError::Malformed(e.to_string()))?
+                    .map_err(|e| WireError::Malformed(e.to_string()))?
+            }
+        };
+        // Pin the log from the snapshot's start for the transfer and the
+        // catch-up after it, then make sure no trim slipped in between.
+        engine.update_follower(id, |p| p.received = meta.start_offset);
+        if meta.start_offset >= engine.wal().first_offset() {
+            break (meta, path);
         }
     };
     let file = tokio::fs::File::open(&path).await?;
@@ -277,6 +289,11 @@ async fn stream_log(
                         if received >= p.sent {
                             p.caught_up_at = Some(Instant::now());
                         }
+                        // Caught up with the log end: from now on the
+                        // follower no longer pins the leader's log.
+                        if p.state != "streaming" && received >= log_end(&engine) {
+                            p.state = "streaming".into();
+                        }
                     }),
                     Ok(other) => {
                         return WireError::Malformed(format!("unexpected {other:?} from follower"));
@@ -309,10 +326,7 @@ async fn stream_log(
             {
                 break Err(e);
             }
-            engine.update_follower(id, |p| {
-                p.sent = end;
-                p.state = "streaming".into();
-            });
+            engine.update_follower(id, |p| p.sent = end);
             continue;
         }
         tokio::select! {
@@ -342,6 +356,10 @@ async fn stream_log(
     };
     acker.abort();
     result
+}
+
+fn log_end(engine: &Engine) -> u64 {
+    engine.wal().last_offset()
 }
 
 /// Removes the follower from the leader's table when its stream ends.
