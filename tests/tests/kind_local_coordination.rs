@@ -107,13 +107,9 @@ async fn members_found_first_promoted_others_follow_scale_up_follows() {
     settle(&admin, &nodes, &previous).await;
 }
 
-/// Data path and restart, on top of the coordination above. Ignored while
-/// the node does not stream to followers that were pointed at a leader
-/// through the admin API (observed: followers stay "catching-up" at offset
-/// 0 and the leader reports semi-sync even when started with
-/// `--replication-mode async`, so the first write times out).
+/// Data path and restart, on top of the coordination above.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs admin-driven follow to stream (node replication issue)"]
+
 async fn writes_reach_followers_and_a_restarted_leader_is_restored() {
     let dir = tempfile::tempdir().unwrap();
     let flags = [

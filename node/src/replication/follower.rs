@@ -228,7 +228,9 @@ fn ack(engine: &Engine) -> Message {
     let o = engine.offsets();
     Message::Ack {
         received: o.appended,
-        durable: o.durable,
+        // Durable per this follower's --fsync policy (handed to the OS for
+        // interval/never), matching what the leader itself counts as acked.
+        durable: engine.wal_acked(),
         applied: o.applied,
     }
 }
