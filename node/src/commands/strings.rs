@@ -251,6 +251,21 @@ fn absolute_expiry(opt: &str, value: &[u8], now: u64) -> Result<u64, bool> {
     }
 }
 
+/// Parse an EX/PX/EXAT/PXAT value, replying with Redis's error if bad.
+fn expiry_arg(ctx: &mut Ctx<'_>, cmd: &str, opt: &str, value: &[u8], now: u64) -> Option<u64> {
+    match absolute_expiry(opt, value, now) {
+        Ok(at) => Some(at),
+        Err(false) => {
+            ctx.not_integer();
+            None
+        }
+        Err(true) => {
+            ctx.err(&format!("ERR invalid expire time in '{cmd}' command"));
+            None
+        }
+    }
+}
+
 fn set(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
     let now = ctx.engine_now();
     let mut cond = SetCond::Always;
@@ -267,16 +282,9 @@ fn set(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
             "keepttl" if matches!(expiry, ExpiryOpt::None) => expiry = ExpiryOpt::KeepTtl,
             "ex" | "px" | "exat" | "pxat" if matches!(expiry, ExpiryOpt::None) && has_next => {
                 i += 1;
-                match absolute_expiry(&opt, &args[i], now) {
-                    Ok(at) => expiry = ExpiryOpt::At(at),
-                    Err(false) => {
-                        ctx.not_integer();
-                        return Action::Done;
-                    }
-                    Err(true) => {
-                        ctx.err("ERR invalid expire time in 'set' command");
-                        return Action::Done;
-                    }
+                match expiry_arg(ctx, "set", &opt, &args[i], now) {
+                    Some(at) => expiry = ExpiryOpt::At(at),
+                    None => return Action::Done,
                 }
             }
             _ => {
@@ -358,16 +366,9 @@ fn getex(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
                 if matches!(expiry, ExpiryOpt::None) && i + 1 < args.len() =>
             {
                 i += 1;
-                match absolute_expiry(&opt, &args[i], now) {
-                    Ok(at) => expiry = ExpiryOpt::At(at),
-                    Err(false) => {
-                        ctx.not_integer();
-                        return Action::Done;
-                    }
-                    Err(true) => {
-                        ctx.err("ERR invalid expire time in 'getex' command");
-                        return Action::Done;
-                    }
+                match expiry_arg(ctx, "getex", &opt, &args[i], now) {
+                    Some(at) => expiry = ExpiryOpt::At(at),
+                    None => return Action::Done,
                 }
             }
             _ => {
