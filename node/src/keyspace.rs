@@ -32,14 +32,11 @@ pub struct Entry {
 
 impl Entry {
     fn new(key: &[u8], value: &[u8], expire_at_ms: u64) -> Entry {
-        let mut buf = Vec::with_capacity(4 + key.len() + value.len());
-        buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        buf.extend_from_slice(key);
-        buf.extend_from_slice(value);
-        Entry {
-            kv: Arc::from(buf),
-            expire_at_ms,
-        }
+        // One allocation of exactly the right size (the iterator is
+        // TrustedLen), instead of a Vec plus a copy into the Arc.
+        let len = (key.len() as u32).to_le_bytes();
+        let kv: Arc<[u8]> = len.iter().chain(key).chain(value).copied().collect();
+        Entry { kv, expire_at_ms }
     }
 
     fn key_len(&self) -> usize {

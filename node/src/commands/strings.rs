@@ -298,7 +298,10 @@ fn set(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
     ctx.write(
         start,
         move |v| {
-            let old = v.get(&key);
+            // A plain SET overwrites without looking: no copy of the old
+            // value on the hottest write path.
+            let needs_old = get || cond != SetCond::Always || matches!(expiry, ExpiryOpt::KeepTtl);
+            let old = if needs_old { v.get(&key) } else { None };
             let allowed = match cond {
                 SetCond::Always => true,
                 SetCond::Nx => old.is_none(),

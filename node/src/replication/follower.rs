@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::wire::{self, Decision, Hello, Message, WireError};
-use crate::admin::Role;
+use crate::admin::{ReplicationMode, Role};
 use crate::commands::Shared;
 use crate::engine::{Engine, EngineError};
 
@@ -224,14 +224,36 @@ async fn receive_snapshot(
     Ok(())
 }
 
-fn ack(engine: &Engine) -> Message {
+fn ack_offsets(engine: &Engine) -> (u64, u64, u64) {
     let o = engine.offsets();
-    Message::Ack {
-        received: o.appended,
-        // Durable per this follower's --fsync policy (handed to the OS for
-        // interval/never), matching what the leader itself counts as acked.
-        durable: engine.wal_acked(),
-        applied: o.applied,
+    // Durable per this follower's --fsync policy (handed to the OS for
+    // interval/never), matching what the leader itself counts as acked.
+    (o.appended, engine.wal_acked(), o.applied)
+}
+
+/// Sends acks, skipping ones that would repeat the last.
+struct Acker {
+    wr: tokio::net::tcp::OwnedWriteHalf,
+    last: Option<(u64, u64, u64)>,
+}
+
+impl Acker {
+    async fn send(&mut self, engine: &Engine) -> Result<(), WireError> {
+        let now = ack_offsets(engine);
+        if self.last == Some(now) {
+            return Ok(());
+        }
+        self.last = Some(now);
+        let (received, durable, applied) = now;
+        wire::write(
+            &mut self.wr,
+            &Message::Ack {
+                received,
+                durable,
+                applied,
+            },
+        )
+        .await
     }
 }
 
@@ -241,23 +263,49 @@ async fn stream_records(
     roles: &mut watch::Receiver<crate::engine::RoleState>,
 ) -> Result<(), FollowError> {
     let engine = &shared.engine;
-    let (mut rd, mut wr) = stream.into_split();
-    wire::write(&mut wr, &ack(engine)).await?;
+    let (mut rd, wr) = stream.into_split();
+    let mut acker = Acker { wr, last: None };
+    acker.send(engine).await?;
+    // Frames are read on their own task: a read cut short by select! would
+    // lose part of a frame, so the loop below only sees whole messages.
+    let (tx, mut frames) = tokio::sync::mpsc::channel(64);
+    let reader = tokio::spawn(async move {
+        loop {
+            let msg = tokio::time::timeout(LINK_TIMEOUT, wire::read(&mut rd)).await;
+            let msg = match msg {
+                Ok(m) => m.map_err(FollowError::from),
+                Err(_) => Err(FollowError::Protocol(
+                    "no data from the leader for 3s".into(),
+                )),
+            };
+            let stop = msg.is_err();
+            if tx.send(msg).await.is_err() || stop {
+                return;
+            }
+        }
+    });
+    let _reader = AbortOnDrop(reader);
     let mut progress = engine.wal().subscribe();
     let mut applied = engine.subscribe_applied();
+    // Async leaders do not wait for acks: batch them (WAIT still sees them
+    // within a few ms). Semi-sync/sync acks go out at once.
+    let lazy = engine.opts.mode == ReplicationMode::Async;
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
     roles.borrow_and_update();
     loop {
         tokio::select! {
-            msg = tokio::time::timeout(LINK_TIMEOUT, wire::read(&mut rd)) => {
-                let msg = msg.map_err(|_| FollowError::Protocol("no data from the leader for 3s".into()))??;
-                match msg {
+            msg = frames.recv() => {
+                let Some(msg) = msg else { return Ok(()) };
+                match msg? {
                     Message::Records { commit, records } => {
                         let end = records.last().map(|r| r.offset).unwrap_or(0);
                         for rec in &records {
                             engine.append_replicated(rec, commit)?;
                         }
                         shared.link.touch(end);
-                        wire::write(&mut wr, &ack(engine)).await?;
+                        if !lazy {
+                            acker.send(engine).await?;
+                        }
                     }
                     Message::Heartbeat { leader_end, commit } => {
                         engine.leader_committed(commit);
@@ -267,19 +315,28 @@ async fn stream_records(
                 }
             }
             // Durability and apply progress produce acks of their own.
-            r = progress.changed() => {
+            r = progress.changed(), if !lazy => {
                 if r.is_err() { return Ok(()) }
-                wire::write(&mut wr, &ack(engine)).await?;
+                acker.send(engine).await?;
             }
-            r = applied.changed() => {
+            r = applied.changed(), if !lazy => {
                 if r.is_err() { return Ok(()) }
-                wire::write(&mut wr, &ack(engine)).await?;
+                acker.send(engine).await?;
             }
+            _ = tick.tick(), if lazy => acker.send(engine).await?,
             r = roles.changed() => {
                 // Fenced, promoted or repointed: drop this stream now.
                 let _ = r;
                 return Ok(());
             }
         }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
