@@ -284,3 +284,26 @@ fn waitoffset_gives_read_your_writes_on_a_follower() {
         .expect("wait");
     assert_eq!(n, 1);
 }
+
+#[test]
+fn leader_drops_a_silent_follower_and_takes_it_back() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let leader = NodeProc::start(&tmp.path().join("l"), "leader", &["--role", "leader"]);
+    let repl = leader.repl.to_string();
+    let follower = NodeProc::start(&tmp.path().join("f"), "f1", &["--follow", &repl]);
+    wait_for("the follower to register", LONG, || {
+        (leader.status().followers.len() == 1).then_some(())
+    });
+    // A paused (or partitioned) follower stops acking: the leader lets it
+    // go instead of counting it forever.
+    follower.pause();
+    wait_for("the leader to drop the silent follower", LONG, || {
+        leader.status().followers.is_empty().then_some(())
+    });
+    follower.resume();
+    load(&leader, "after", 100, 10);
+    wait_for("the follower to come back", LONG, || {
+        (leader.status().followers.len() == 1).then_some(())
+    });
+    assert_converged(&leader, &follower);
+}

@@ -235,6 +235,7 @@ fn ack_offsets(engine: &Engine) -> (u64, u64, u64) {
 struct Acker {
     wr: tokio::net::tcp::OwnedWriteHalf,
     last: Option<(u64, u64, u64)>,
+    sent_at: std::time::Instant,
 }
 
 impl Acker {
@@ -244,6 +245,7 @@ impl Acker {
             return Ok(());
         }
         self.last = Some(now);
+        self.sent_at = std::time::Instant::now();
         let (received, durable, applied) = now;
         wire::write(
             &mut self.wr,
@@ -264,7 +266,11 @@ async fn stream_records(
 ) -> Result<(), FollowError> {
     let engine = &shared.engine;
     let (mut rd, wr) = stream.into_split();
-    let mut acker = Acker { wr, last: None };
+    let mut acker = Acker {
+        wr,
+        last: None,
+        sent_at: std::time::Instant::now(),
+    };
     acker.send(engine).await?;
     // Frames are read on their own task: a read cut short by select! would
     // lose part of a frame, so the loop below only sees whole messages.
@@ -290,7 +296,11 @@ async fn stream_records(
     // Async leaders do not wait for acks: batch them (WAIT still sees them
     // within a few ms). Semi-sync/sync acks go out at once.
     let lazy = engine.opts.mode == ReplicationMode::Async;
-    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    let mut tick = tokio::time::interval(if lazy {
+        Duration::from_millis(5)
+    } else {
+        Duration::from_millis(250)
+    });
     roles.borrow_and_update();
     loop {
         tokio::select! {
@@ -323,7 +333,17 @@ async fn stream_records(
                 if r.is_err() { return Ok(()) }
                 acker.send(engine).await?;
             }
-            _ = tick.tick(), if lazy => acker.send(engine).await?,
+            _ = tick.tick() => {
+                // Async: batched acks. Every mode: an ack at least every
+                // second, the follower's heartbeat (the leader drops
+                // followers it has not heard from).
+                if lazy || acker.sent_at.elapsed() >= Duration::from_secs(1) {
+                    if acker.sent_at.elapsed() >= Duration::from_secs(1) {
+                        acker.last = None;
+                    }
+                    acker.send(engine).await?;
+                }
+            }
             r = roles.changed() => {
                 // Fenced, promoted or repointed: drop this stream now.
                 let _ = r;

@@ -19,6 +19,9 @@ use crate::wal::WalError;
 const BATCH_BYTES: usize = 1 << 20;
 /// Heartbeat period: followers time out after several missed ones.
 pub const HEARTBEAT: Duration = Duration::from_millis(250);
+/// A follower silent this long is dropped (it acks at least every second).
+const FOLLOWER_TIMEOUT: Duration = Duration::from_secs(5);
+const FIRST_ACK_TIMEOUT: Duration = Duration::from_secs(300);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 
@@ -276,8 +279,21 @@ async fn stream_log(
     let mut acker = {
         let engine = engine.clone();
         tokio::spawn(async move {
+            // The first ack may follow loading a large snapshot.
+            let mut limit = FIRST_ACK_TIMEOUT;
             loop {
-                match wire::read(&mut rd).await {
+                // Followers ack at least every second: silence means a dead
+                // or partitioned follower, which must stop counting.
+                let msg = match tokio::time::timeout(limit, wire::read(&mut rd)).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        return WireError::Malformed(format!(
+                            "no ack from the follower for {limit:?}"
+                        ));
+                    }
+                };
+                limit = FOLLOWER_TIMEOUT;
+                match msg {
                     Ok(Message::Ack {
                         received,
                         durable,
