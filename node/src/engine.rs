@@ -364,7 +364,7 @@ impl Engine {
             return Ok((out, None));
         }
         let payload = record::encode(&muts);
-        let offset = match self.wal.append(st.meta.epoch, &payload) {
+        let offset = match self.wal.append_deferred(st.meta.epoch, &payload) {
             Ok(o) => o,
             Err(e) => {
                 // Memory already holds the change; the log does not.
@@ -397,6 +397,8 @@ impl Engine {
     /// Wait until the write ending at `offset` is acknowledged per the
     /// replication mode. Errors say whether the outcome is indeterminate.
     pub async fn wait_acked(&self, offset: u64) -> Result<(), AckError> {
+        // Writes are appended with the writer asleep; one kick per batch.
+        self.wal.kick();
         if self.opts.mode == ReplicationMode::Async {
             self.wal.wait_acked(offset).await.map_err(AckError::Wal)?;
             // Fenced while the write was in flight: it is in the log, but
@@ -444,8 +446,10 @@ impl Engine {
 
     /// True while this node is an unfenced leader.
     fn leading(&self) -> bool {
-        let st = self.state.lock();
-        st.meta.role == Role::Leader && !st.fenced
+        // The role channel is updated under the state lock on every change;
+        // reading it avoids contending with writers for that lock.
+        let r = self.role_tx.borrow();
+        r.role == Role::Leader && !r.fenced
     }
 
     /// Switch a semi-sync/sync leader to async until followers catch up.
@@ -935,6 +939,7 @@ impl Engine {
         });
         match res {
             Ok((n, _)) => {
+                self.wal.kick();
                 self.stats
                     .expired_keys
                     .fetch_add(n as u64, Ordering::Relaxed);

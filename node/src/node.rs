@@ -182,6 +182,9 @@ async fn expiry_cycle(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) 
             _ = shutdown.changed() => return,
         }
         engine.expire_step(&mut cursor, 10);
+        // Safety net for deferred appends nobody waited on (a client that
+        // vanished mid-pipeline): they reach the disk within 10 ms.
+        engine.wal().kick();
     }
 }
 

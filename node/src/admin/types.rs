@@ -77,7 +77,8 @@ pub struct StatusResponse {
     /// Follower: snapshot transfer in progress, bytes (received, total).
     #[serde(default)]
     pub snapshot_progress: Option<(u64, u64)>,
-    /// Hex digest of the keyspace at `offsets.applied`.
+    /// Hex digest of the keyspace at `offsets.applied`; only with
+    /// `GET /status?digest=1` (it walks every key).
     pub digest: Option<String>,
     pub keys: u64,
 }

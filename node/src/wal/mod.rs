@@ -516,13 +516,26 @@ impl Wal {
     /// Leader: appends a new record after the current end and returns its end
     /// offset. Only copies into memory; see [`Wal::wait_acked`].
     pub fn append(&self, epoch: u64, payload: &[u8]) -> Result<u64, WalError> {
-        self.shared().push(epoch, None, payload)
+        self.shared().push(epoch, None, payload, true)
+    }
+
+    /// Like [`Wal::append`], but leaves the writer thread asleep: the
+    /// caller appends a batch (a pipeline) and then calls [`Wal::kick`]
+    /// once, or waits with [`Wal::wait_acked`], which kicks. Saves a
+    /// thread wake-up per record.
+    pub fn append_deferred(&self, epoch: u64, payload: &[u8]) -> Result<u64, WalError> {
+        self.shared().push(epoch, None, payload, false)
+    }
+
+    /// Wake the writer for records appended with [`Wal::append_deferred`].
+    pub fn kick(&self) {
+        self.shared().kick();
     }
 
     /// Follower: appends a record received from the leader unchanged.
     pub fn append_record(&self, rec: &Record) -> Result<(), WalError> {
         self.shared()
-            .push(rec.epoch, Some(rec.offset), &rec.payload)
+            .push(rec.epoch, Some(rec.offset), &rec.payload, true)
             .map(|_| ())
     }
 
@@ -573,6 +586,9 @@ impl Wal {
         let durable = shared.opts.fsync.acks_durable();
         let acked = |p: &WalProgress| if durable { p.durable } else { p.written };
         let mut rx = shared.progress_tx.subscribe();
+        if acked(&rx.borrow()) < offset {
+            shared.kick();
+        }
         loop {
             if acked(&rx.borrow_and_update()) >= offset {
                 return Ok(());

@@ -22,6 +22,7 @@ impl Shared {
         epoch: u64,
         expected_end: Option<u64>,
         payload: &[u8],
+        wake_writer: bool,
     ) -> Result<u64, WalError> {
         if payload.len() > MAX_PAYLOAD {
             return Err(WalError::TooLarge {
@@ -77,12 +78,22 @@ impl Shared {
         st.pending_bytes += len as usize;
         st.appended = end;
         st.last_epoch = epoch;
-        let wake = st.writer_idle;
+        let wake = wake_writer && st.writer_idle;
         drop(guard);
         if wake {
             self.writer_cv.notify_one();
         }
         Ok(end)
+    }
+
+    /// Wake the writer thread if it is idle and records are pending.
+    pub(crate) fn kick(&self) {
+        let st = self.state.lock();
+        let wake = st.writer_idle && !st.pending.is_empty();
+        drop(st);
+        if wake {
+            self.writer_cv.notify_one();
+        }
     }
 
     /// Writes chunks to their segments, creating (and sealing the previous)
