@@ -174,6 +174,9 @@ pub struct Engine {
     followers: Mutex<HashMap<u64, FollowerProgress>>,
     checkpoint_lock: Mutex<()>,
     last_checkpoint_offset: AtomicU64,
+    /// The state is a consistent prefix only once `applied` reaches this
+    /// (the end of a fuzzy snapshot this node loaded).
+    consistent_at: AtomicU64,
     snapshot_bytes: AtomicU64,
     checkpoint_running: AtomicBool,
     pub stats: Stats,
@@ -272,6 +275,7 @@ impl Engine {
             followers: Mutex::new(HashMap::new()),
             checkpoint_lock: Mutex::new(()),
             last_checkpoint_offset: AtomicU64::new(start),
+            consistent_at: AtomicU64::new(snap_end),
             snapshot_bytes: AtomicU64::new(snap_bytes),
             checkpoint_running: AtomicBool::new(false),
             stats: Stats::default(),
@@ -834,6 +838,8 @@ impl Engine {
         meta::store(&self.opts.data_dir, &st.meta)?;
         self.last_checkpoint_offset
             .store(smeta.start_offset, Ordering::Relaxed);
+        self.consistent_at
+            .store(smeta.end_offset, Ordering::Relaxed);
         self.applied_tx.send_replace(st.applied);
         Ok(smeta)
     }
@@ -951,6 +957,12 @@ impl Engine {
 
     pub fn snapshot_bytes(&self) -> u64 {
         self.snapshot_bytes.load(Ordering::Relaxed)
+    }
+
+    /// False while replaying the log tail of a snapshot this node loaded
+    /// (its keyspace mixes states between the snapshot's start and end).
+    pub fn consistent(&self) -> bool {
+        self.applied() >= self.consistent_at.load(Ordering::Relaxed)
     }
 
     pub fn last_checkpoint_offset(&self) -> u64 {

@@ -145,6 +145,8 @@ fn new_follower_bootstraps_from_a_snapshot_while_writes_continue() {
     assert_converged(&leader, &follower);
     assert_eq!(info_field(&leader, "stats", "sync_full"), "1");
     assert_eq!(follower.status().keys, leader.status().keys);
+    let (code, body) = follower.http("GET", "/readyz", None);
+    assert_eq!(code, 200, "a caught-up follower is ready: {body}");
 }
 
 #[test]

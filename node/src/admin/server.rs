@@ -84,7 +84,9 @@ async fn readyz(State(s): State<AppState>) -> Response {
     let r = s.engine.role();
     let ready = match r.role {
         Role::Leader => !r.fenced,
-        Role::Follower => !r.fenced && s.link.status() == "up",
+        // A follower is ready once linked and past the end of any snapshot
+        // it loaded: before that its reads could mix states.
+        Role::Follower => !r.fenced && s.link.status() == "up" && s.engine.consistent(),
         Role::Idle => false,
     };
     if ready {
