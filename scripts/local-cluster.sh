@@ -8,8 +8,9 @@ set -euo pipefail
 replicas=${1:-3}
 dir=${2:-./rstore-local}
 shift $(( $# > 2 ? 2 : $# ))
-bin=${RSTORE_NODE:-target/release/rstore-node}
-[ -x "$bin" ] || cargo build --release -p rstore-node
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=${RSTORE_NODE:-$root/target/release/rstore-node}
+[ -x "$bin" ] || cargo build --release -p rstore-node --manifest-path "$root/Cargo.toml"
 mkdir -p "$dir"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait' EXIT INT TERM
