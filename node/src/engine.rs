@@ -327,6 +327,12 @@ impl Engine {
         self.role_tx.subscribe()
     }
 
+    /// Whether this node holds the leader role (fenced or not), without
+    /// cloning the role state: checked on every write command.
+    pub fn is_leader(&self) -> bool {
+        self.role_tx.borrow().role == Role::Leader
+    }
+
     pub fn role(&self) -> RoleState {
         self.role_tx.borrow().clone()
     }

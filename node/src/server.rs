@@ -124,7 +124,8 @@ async fn handle(
             if args.is_empty() {
                 continue;
             }
-            let kind = commands::kind_of(&args[0]);
+            let spec = commands::lookup(&args[0]);
+            let kind = spec.map_or(Kind::Other, |s| s.kind);
             // Lossless visibility: a read after this connection's own
             // unacknowledged write must wait for it, or it would not see it.
             if lossless && kind == Kind::Read && !pending.is_empty() {
@@ -137,7 +138,7 @@ async fn handle(
                     sess: &mut sess,
                     out: &mut out,
                 };
-                commands::execute(&mut ctx, &args)
+                commands::execute(&mut ctx, spec, &args)
             };
             match action {
                 Action::Done => observe(&shared, kind, began),

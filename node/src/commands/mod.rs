@@ -280,13 +280,15 @@ impl Ctx<'_> {
 }
 
 /// Execute one command (args[0] is the name), writing its reply.
-pub fn execute(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+/// `spec` is `lookup(&args[0])`, done once by the caller (which also needs
+/// the command's kind before running it).
+pub fn execute(ctx: &mut Ctx<'_>, spec: Option<&'static Spec>, args: &[Bytes]) -> Action {
     let Some(name) = args.first() else {
         return Action::Done;
     };
     let stats = &ctx.shared.engine.stats;
     Stats::inc(&stats.commands_total);
-    let Some(spec) = lookup(name) else {
+    let Some(spec) = spec else {
         Stats::inc(&stats.command_errors);
         let mut msg = format!(
             "ERR unknown command '{}', with args beginning with: ",
@@ -316,7 +318,7 @@ pub fn execute(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
         Kind::Read => Stats::inc(&stats.read_commands),
         Kind::Write => {
             Stats::inc(&stats.write_commands);
-            if ctx.shared.engine.role().role != crate::admin::Role::Leader {
+            if !ctx.shared.engine.is_leader() {
                 ctx.err("READONLY You can't write against a read only replica.");
                 return Action::Done;
             }
@@ -332,9 +334,4 @@ pub fn execute(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
         Stats::inc(&stats.command_errors);
     }
     action
-}
-
-/// Class of a command by name (unknown commands are `Other`).
-pub fn kind_of(name: &[u8]) -> Kind {
-    lookup(name).map(|s| s.kind).unwrap_or(Kind::Other)
 }
