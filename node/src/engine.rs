@@ -439,7 +439,13 @@ impl Engine {
                     Err(_) => {
                         if self.opts.on_sync_timeout == OnSyncTimeout::Degrade {
                             self.degrade();
-                            return self.wal.wait_acked(offset).await.map_err(AckError::Wal);
+                            self.wal.wait_acked(offset).await.map_err(AckError::Wal)?;
+                            // A fence may have landed meanwhile, as in async.
+                            return if self.leading() {
+                                Ok(())
+                            } else {
+                                Err(AckError::Fenced)
+                            };
                         }
                         self.stats.sync_timeouts.fetch_add(1, Ordering::Relaxed);
                         return Err(AckError::Timeout {
@@ -515,10 +521,15 @@ impl Engine {
 
     /// Recompute the commit offset from local durability and follower acks
     /// and make newly committed writes visible.
+    ///
+    /// A fenced leader's commit offset stays where the fence found it: it
+    /// still streams its log to connected followers (a planned switchover
+    /// waits for that), but their acks must neither acknowledge a write (the
+    /// fence answered for this leader) nor make one visible here.
     pub fn recompute_commit(&self) {
         let local = self.wal_acked();
         let mut st = self.state.lock();
-        if st.meta.role != Role::Leader {
+        if st.meta.role != Role::Leader || st.fenced {
             return;
         }
         let quorum = self.quorum_offset();

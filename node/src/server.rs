@@ -257,8 +257,11 @@ async fn settle(shared: &Shared, out: &mut BytesMut, pending: &mut Vec<Pending>)
             }
         }
         Err(e) => {
-            let committed = match engine.opts.mode {
-                ReplicationMode::Async => engine.wal_acked(),
+            // A fenced leader's commit offset froze at the fence: nothing
+            // past it may be answered OK, even once it is locally durable.
+            let committed = match (&e, engine.opts.mode) {
+                (crate::engine::AckError::Fenced, _) => engine.offsets().committed,
+                (_, ReplicationMode::Async) => engine.wal_acked(),
                 _ => engine.offsets().committed,
             };
             let msg = e.to_string();

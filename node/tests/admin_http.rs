@@ -25,6 +25,22 @@ fn metric(text: &str, name: &str) -> Option<f64> {
     found
 }
 
+/// Logical offset at the end of the last WAL segment file: the segment's
+/// start (its name) plus the record bytes after its 16-byte header.
+fn wal_end(node: &Node) -> u64 {
+    let last = std::fs::read_dir(node.wal_dir())
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            let name = e.file_name().into_string().unwrap();
+            let start: u64 = name.strip_suffix(".wal")?.parse().ok()?;
+            Some((start, e.metadata().unwrap().len()))
+        })
+        .max();
+    let (start, len) = last.expect("a WAL segment");
+    start + len - 16
+}
+
 #[test]
 fn health_readiness_status_and_metrics_of_a_leader() {
     let node = Node::leader(&[]);
@@ -41,6 +57,8 @@ fn health_readiness_status_and_metrics_of_a_leader() {
     assert_eq!(s0["node_id"], "it-node", "{s0}");
     assert!(s0["epoch"].as_u64().unwrap() >= 1, "{s0}");
     assert_eq!(s0["fenced"], false);
+    // A fresh leader starts its log's history at epoch 1.
+    assert_eq!(s0["last_log_epoch"], 1, "{s0}");
     for field in ["appended", "durable", "applied", "committed"] {
         assert!(s0["offsets"][field].is_u64(), "offsets.{field} in {s0}");
     }
@@ -66,6 +84,9 @@ fn health_readiness_status_and_metrics_of_a_leader() {
     let appended0 = s0["offsets"]["appended"].as_u64().unwrap();
     let appended1 = s1["offsets"]["appended"].as_u64().unwrap();
     assert!(appended1 > appended0, "appended {appended0} -> {appended1}");
+    // `appended` is the end of the local log: where the last segment file
+    // ends (every write above is acknowledged, so it is on disk).
+    assert_eq!(appended1, wal_end(&node), "{s1}");
     // fsync always: acknowledged means durable.
     assert!(s1["offsets"]["durable"].as_u64().unwrap() >= appended1);
     assert_ne!(
@@ -118,6 +139,7 @@ fn an_idle_node_is_alive_but_not_ready() {
     assert_eq!(ready.status, 503, "{}", ready.body);
     let st = node.http("GET", "/status", None).json();
     assert_eq!(st["role"], "idle", "{st}");
+    assert_eq!(st["last_log_epoch"], 0, "an empty history: {st}");
     // An idle node refuses writes like a replica would.
     let mut raw = node.raw();
     assert_eq!(
@@ -127,6 +149,7 @@ fn an_idle_node_is_alive_but_not_ready() {
     // Promoting it makes it a ready leader.
     let p = node.http("POST", "/promote", Some(r#"{"epoch": 1}"#));
     assert_eq!(p.status, 200, "{}", p.body);
+    assert_eq!(p.json()["last_log_epoch"], 1, "{}", p.body);
     assert_eq!(node.http("GET", "/readyz", None).status, 200);
     let mut raw = node.raw();
     assert_eq!(raw.cmd_str(&["SET", "a", "1"]), Reply::Simple("OK".into()));
@@ -181,6 +204,9 @@ fn fence_stops_writes_and_promote_resumes_them() {
     let st = node.http("GET", "/status", None).json();
     assert_eq!(st["fenced"], true, "{st}");
     assert_eq!(st["epoch"], 2, "{st}");
+    // The fence raises the node's epoch, not its log's.
+    assert_eq!(st["last_log_epoch"], body["last_epoch"], "{st}");
+    assert_eq!(st["last_log_epoch"], 1, "{st}");
     assert_eq!(node.http("GET", "/readyz", None).status, 503);
     assert_eq!(node.http("GET", "/healthz", None).status, 200);
 
@@ -199,6 +225,7 @@ fn fence_stops_writes_and_promote_resumes_them() {
     assert_eq!(st["role"], "leader", "{st}");
     assert_eq!(st["epoch"], 3, "{st}");
     assert_eq!(st["fenced"], false, "{st}");
+    assert_eq!(st["last_log_epoch"], 3, "{st}");
     assert_eq!(node.http("GET", "/readyz", None).status, 200);
 
     let mut c = node.client();

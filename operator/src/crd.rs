@@ -17,6 +17,8 @@ use kube::{CustomResource, CustomResourceExt, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::brain::{FailoverProgress, FailoverRecord};
+
 /// API group of the CRD.
 pub const GROUP: &str = "rstore.dev";
 /// API version of the CRD.
@@ -312,22 +314,22 @@ fn default_secret_key() -> String {
     "password".to_string()
 }
 
-/// Failure detection settings.
+/// Failure detection settings of the failover brain.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("self.probeTimeoutSeconds <= self.probePeriodSeconds")
-        .message("failover.probeTimeoutSeconds must not exceed failover.probePeriodSeconds")
+    validation = Rule::new("self.probeTimeoutMs <= self.probePeriodMs")
+        .message("failover.probeTimeoutMs must not exceed failover.probePeriodMs")
 )]
 pub struct FailoverSpec {
-    /// Seconds between admin probes of each member.
+    /// Milliseconds between admin probes of each member.
     #[serde(default = "default_probe_period")]
-    #[schemars(range(min = 1, max = 300))]
-    pub probe_period_seconds: i32,
-    /// Seconds one probe may take.
+    #[schemars(range(min = 50, max = 60000))]
+    pub probe_period_ms: i32,
+    /// Milliseconds one probe may take.
     #[serde(default = "default_probe_timeout")]
-    #[schemars(range(min = 1, max = 300))]
-    pub probe_timeout_seconds: i32,
+    #[schemars(range(min = 10, max = 60000))]
+    pub probe_timeout_ms: i32,
     /// Consecutive failed probes of the leader before failover starts.
     #[serde(default = "default_failure_threshold")]
     #[schemars(range(min = 1, max = 100))]
@@ -335,11 +337,11 @@ pub struct FailoverSpec {
 }
 
 fn default_probe_period() -> i32 {
-    5
+    500
 }
 
 fn default_probe_timeout() -> i32 {
-    2
+    300
 }
 
 fn default_failure_threshold() -> i32 {
@@ -349,8 +351,8 @@ fn default_failure_threshold() -> i32 {
 impl Default for FailoverSpec {
     fn default() -> Self {
         Self {
-            probe_period_seconds: default_probe_period(),
-            probe_timeout_seconds: default_probe_timeout(),
+            probe_period_ms: default_probe_period(),
+            probe_timeout_ms: default_probe_timeout(),
             failure_threshold: default_failure_threshold(),
         }
     }
@@ -417,7 +419,11 @@ pub struct ReplicatedStoreStatus {
     /// Available, Progressing and Degraded.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// Timing of the last failover (automatic failover issue).
+    /// A failover or switchover in progress: the failover brain records
+    /// each phase here before acting, so a restarted operator resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<FailoverProgress>,
+    /// The last completed failover or switchover, phase by phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover: Option<FailoverRecord>,
 }
@@ -448,28 +454,6 @@ pub struct MemberStatus {
     /// Why the member is not ready, when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-}
-
-/// Record of one failover, phase by phase.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct FailoverRecord {
-    pub old_leader: Option<String>,
-    pub new_leader: Option<String>,
-    pub epoch: i64,
-    /// RFC 3339 start time.
-    pub started_at: Option<String>,
-    /// Milliseconds per phase (detect, fence, choose, promote, repoint, relabel).
-    #[serde(default)]
-    pub phases: Vec<PhaseTiming>,
-}
-
-/// Duration of one failover phase.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct PhaseTiming {
-    pub name: String,
-    pub millis: i64,
 }
 
 /// The CRD as YAML, exactly as committed under `crds/`.
@@ -527,7 +511,7 @@ mod tests {
         let text = serde_json::to_string(&crd).unwrap();
         for rule in [
             "self.replication.mode != 'semi-sync' || self.replication.syncReplicas < self.replicas",
-            "self.probeTimeoutSeconds <= self.probePeriodSeconds",
+            "self.probeTimeoutMs <= self.probePeriodMs",
             "size(self.metadata.name) <= 52",
             "self == oldSelf",
         ] {
@@ -546,6 +530,8 @@ mod tests {
         assert_eq!(rs.spec.durability.fsync, "batch");
         assert_eq!(rs.spec.storage.size.0, "1Gi");
         assert_eq!(rs.spec.failover.failure_threshold, 3);
+        assert_eq!(rs.spec.failover.probe_period_ms, 500);
+        assert_eq!(rs.spec.failover.probe_timeout_ms, 300);
     }
 
     /// crds/ and the chart's copy must be exactly what the code generates.

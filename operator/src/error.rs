@@ -18,6 +18,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The failover brain's state could not be recorded in status.
+    #[error("cannot record status: {0}")]
+    Status(String),
     /// A body could not be (de)serialized.
     #[error("serialization failed: {0}")]
     Serialization(#[from] serde_json::Error),
@@ -29,6 +32,7 @@ impl Error {
         match self {
             Error::InvalidSpec(_) => "invalid_spec",
             Error::Kube { .. } => "kube_api",
+            Error::Status(_) => "status",
             Error::Serialization(_) => "serialization",
         }
     }
@@ -38,7 +42,7 @@ impl Error {
         match self {
             // A spec change triggers a reconcile anyway; this is a backstop.
             Error::InvalidSpec(_) => Duration::from_secs(300),
-            Error::Kube { .. } => Duration::from_secs(10),
+            Error::Kube { .. } | Error::Status(_) => Duration::from_secs(10),
             Error::Serialization(_) => Duration::from_secs(60),
         }
     }

@@ -8,14 +8,20 @@
 //! - [`build`]: pure builders, one module per object kind (StatefulSet and
 //!   pod template, Services, PodDisruptionBudget); [`labels`]: names and
 //!   labels; [`render`]: `rstore-operator render FILE`.
-//! - [`coordination`]: talking to the members through their admin API
-//!   behind the [`coordination::NodeAdmin`] trait: probe, decide (pure),
-//!   act, report. Kubernetes-free, reused by failover.
-//! - [`controller`]: `reconcile` (validate -> coordinate -> build -> apply ->
-//!   relabel -> events -> status), `error_policy`, `run`; [`conditions`]:
+//! - [`brain`]: the failover brain, pure: from observations (probes,
+//!   presence, failures, what was recorded) to the next steps, the state to
+//!   record, events and role labels. Bootstrap, failover, switchover.
+//! - [`coordination`]: the drivers' shared half: probe members through the
+//!   [`coordination::NodeAdmin`] trait, count failed probes, and run the
+//!   brain's plans (record, act, re-probe, decide again).
+//! - [`controller`]: `reconcile` (validate -> build -> apply -> hand over
+//!   to the store's failover driver, which probes on its own timer, runs
+//!   the brain, relabels pods and writes status), `error_policy`, `run`;
+//!   [`conditions`]:
 //!   condition merging; [`error`]: error categories; [`metrics`] and
 //!   [`http`]: `/metrics` and `/healthz`.
 
+pub mod brain;
 pub mod build;
 pub mod conditions;
 pub mod controller;

@@ -130,7 +130,8 @@ async fn run(
         .await
         .map_err(|e| format!("cannot configure a Kubernetes client: {e}"))?;
     let metrics = Arc::new(Metrics::default());
-    let admin = Arc::new(HttpNodeAdmin::new(Duration::from_millis(admin_timeout_ms)));
+    let timeout = Duration::from_millis(admin_timeout_ms);
+    let admin = Arc::new(HttpNodeAdmin::new(timeout, timeout));
     let ctx = Arc::new(Context::new(
         client,
         metrics.clone(),

@@ -14,6 +14,11 @@ pub struct ErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailoverLabels {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ActionLabels {
     pub action: String,
     pub result: String,
@@ -27,11 +32,29 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub duration: Histogram,
     pub member_actions: Family<ActionLabels, Counter>,
+    /// `rstore_failovers_total{reason}` (the contract's name, no prefix).
+    pub failovers: Family<FailoverLabels, Counter>,
+    /// `rstore_failover_duration_seconds`: detection start to relabelled.
+    pub failover_duration: Histogram,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("rstore_operator");
+        let mut root = Registry::default();
+        let failovers = Family::<FailoverLabels, Counter>::default();
+        let failover_duration =
+            Histogram::new([0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0]);
+        root.register(
+            "rstore_failovers",
+            "Completed failovers and switchovers by reason",
+            failovers.clone(),
+        );
+        root.register(
+            "rstore_failover_duration_seconds",
+            "Failover duration from the first failed probe to the moved labels",
+            failover_duration.clone(),
+        );
+        let registry = root.sub_registry_with_prefix("rstore_operator");
         let reconciles = Counter::default();
         let errors = Family::<ErrorLabels, Counter>::default();
         let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
@@ -53,11 +76,13 @@ impl Default for Metrics {
             member_actions.clone(),
         );
         Self {
-            registry,
+            registry: root,
             reconciles,
             errors,
             duration,
             member_actions,
+            failovers,
+            failover_duration,
         }
     }
 }
@@ -87,6 +112,16 @@ impl Metrics {
                 result: if ok { "ok" } else { "error" }.to_string(),
             })
             .inc();
+    }
+
+    /// Count a completed failover that took `seconds`.
+    pub fn failover(&self, reason: &str, seconds: f64) {
+        self.failovers
+            .get_or_create(&FailoverLabels {
+                reason: reason.to_string(),
+            })
+            .inc();
+        self.failover_duration.observe(seconds);
     }
 
     /// OpenMetrics text.

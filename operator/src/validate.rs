@@ -38,7 +38,7 @@ pub enum ValidationError {
     #[error("spec.storage.size {0:?} is not a quantity such as 1Gi or 500Mi")]
     StorageSize(String),
     #[error(
-        "spec.failover: probeTimeoutSeconds ({timeout}) must be between 1 and probePeriodSeconds ({period}), failureThreshold ({threshold}) at least 1"
+        "spec.failover: probeTimeoutMs ({timeout}) must be between 10 and probePeriodMs ({period}), probePeriodMs at least 50, failureThreshold ({threshold}) at least 1"
     )]
     Failover {
         period: i32,
@@ -118,14 +118,14 @@ pub fn validate(
         return Err(ValidationError::StorageSize(spec.storage.size.0.clone()));
     }
     let f = &spec.failover;
-    if f.probe_period_seconds < 1
-        || f.probe_timeout_seconds < 1
-        || f.probe_timeout_seconds > f.probe_period_seconds
+    if f.probe_period_ms < 50
+        || f.probe_timeout_ms < 10
+        || f.probe_timeout_ms > f.probe_period_ms
         || f.failure_threshold < 1
     {
         return Err(ValidationError::Failover {
-            period: f.probe_period_seconds,
-            timeout: f.probe_timeout_seconds,
+            period: f.probe_period_ms,
+            timeout: f.probe_timeout_ms,
             threshold: f.failure_threshold,
         });
     }
@@ -256,8 +256,8 @@ mod tests {
             ),
             ("  storage: {size: lots}", "spec.storage.size"),
             (
-                "  failover: {probePeriodSeconds: 1, probeTimeoutSeconds: 5}",
-                "probeTimeoutSeconds (5)",
+                "  failover: {probePeriodMs: 100, probeTimeoutMs: 500}",
+                "probeTimeoutMs (500)",
             ),
             (
                 "  auth: {passwordSecretRef: {name: ''}}",

@@ -144,6 +144,7 @@ pub fn status_of(s: &Shared, with_digest: bool) -> StatusResponse {
         role: r.role,
         epoch: r.epoch,
         fenced: r.fenced,
+        last_log_epoch: e.last_log_epoch(),
         offsets,
         leader: r.leader,
         followers,

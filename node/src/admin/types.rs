@@ -28,7 +28,9 @@ pub enum ReplicationMode {
 /// the same offset means the same state on every node.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Offsets {
-    /// End of the last record appended to the local log.
+    /// End of the local log: the last record appended, whether written
+    /// by this node as leader or received from a leader as follower
+    /// (received records count before they are committed or applied).
     pub appended: u64,
     /// End of the last record known to be on stable storage locally.
     pub durable: u64,
@@ -64,6 +66,16 @@ pub struct StatusResponse {
     pub epoch: u64,
     /// True once fenced at `epoch` without a promote or follow since.
     pub fenced: bool,
+    /// Epoch of the last record in this node's log: the last entry of its
+    /// epoch history, so a leader promoted since its last record reports
+    /// the epoch it was promoted at (0 for an empty history). Same value as
+    /// [`FenceResponse::last_epoch`]. Together with `offsets.appended` (the
+    /// end of the local log, received-but-uncommitted records included) it
+    /// ranks failover candidates: the highest `(last_log_epoch, appended)`
+    /// holds the most recent history. Absent from nodes older than the
+    /// field, hence 0 by default.
+    #[serde(default)]
+    pub last_log_epoch: u64,
     pub offsets: Offsets,
     /// Replication address of the leader this node follows (followers).
     pub leader: Option<String>,

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use super::wire::{self, Decision, Hello, HelloReply, Message, WireError};
 use crate::admin::Role;
 use crate::commands::Shared;
-use crate::engine::{Engine, FollowerProgress};
+use crate::engine::{Engine, FollowerProgress, RoleState};
 use crate::wal::WalError;
 
 /// Records per frame, bytes.
@@ -162,7 +162,7 @@ async fn serve_follower(
         p.state = "catching-up".into();
         p.caught_up_at = Some(Instant::now());
     });
-    stream_log(&engine, stream, id, start, &mut shutdown).await
+    stream_log(&engine, stream, id, start, role.epoch, &mut shutdown).await
 }
 
 /// Where and how a follower starts (DESIGN invariants 5 and 6).
@@ -258,11 +258,25 @@ async fn send_snapshot(
     Ok(meta.start_offset)
 }
 
+/// Whether a stream opened while leading at `term` goes on under `role`.
+///
+/// A fenced leader keeps streaming: it appends nothing new, but followers
+/// that are already connected still receive every record it has, so a
+/// planned switchover can wait for its target to hold the whole log before
+/// promoting it (new followers are refused at the handshake). The stream
+/// ends when the node stops leading, or leads again at a new epoch (a
+/// promotion forgets the follower table: the follower reconnects and is
+/// counted again).
+fn keeps_streaming(role: &RoleState, term: u64) -> bool {
+    role.role == Role::Leader && (role.fenced || role.epoch == term)
+}
+
 async fn stream_log(
     engine: &Arc<Engine>,
     stream: TcpStream,
     id: u64,
     start: u64,
+    term: u64,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), WireError> {
     let (mut rd, mut wr) = stream.into_split();
@@ -322,8 +336,20 @@ async fn stream_log(
     let mut progress = engine.wal().subscribe();
     let mut commits = engine.subscribe_commit();
     let mut roles = engine.subscribe_role();
+    // The role may have changed between the handshake and the subscription.
+    let mut leading = keeps_streaming(&roles.borrow_and_update(), term);
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     let result = loop {
+        // Checked before every batch too: a long catch-up must not outlive
+        // the leadership it was started under.
+        match roles.has_changed() {
+            Ok(true) => leading = keeps_streaming(&roles.borrow_and_update(), term),
+            Ok(false) => {}
+            Err(_) => leading = false,
+        }
+        if !leading {
+            break Ok(());
+        }
         let batch = match reader.next_batch(BATCH_BYTES) {
             Ok(b) => b,
             Err(e) => break Err(WireError::Malformed(format!("reading the log: {e}"))),
@@ -357,11 +383,7 @@ async fn stream_log(
                 if let Err(e) = wire::write(&mut wr, &msg).await { break Err(e) }
             }
             r = roles.changed() => {
-                let r2 = roles.borrow_and_update().clone();
-                if r.is_err() || r2.role != Role::Leader || r2.fenced {
-                    // A fenced leader stops streaming at once.
-                    break Ok(());
-                }
+                leading = r.is_ok() && keeps_streaming(&roles.borrow_and_update(), term);
             }
             r = &mut acker => break Err(match r {
                 Ok(WireError::Closed) | Err(_) => WireError::Closed,

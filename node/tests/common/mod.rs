@@ -52,6 +52,7 @@ fn read_listen(dir: &Path) -> Option<Addrs> {
 pub struct Node {
     root: tempfile::TempDir,
     pub dir: PathBuf,
+    node_id: String,
     extra: Vec<String>,
     child: Option<Child>,
     stderr_path: PathBuf,
@@ -79,6 +80,12 @@ impl Node {
 
     /// Start with exactly these flags (besides addresses and data dir).
     pub fn start(extra: &[&str]) -> Node {
+        Node::start_named("it-node", extra)
+    }
+
+    /// Like [`Node::start`] with its own `--node-id` (tests that run
+    /// several nodes tell them apart in the leader's follower list).
+    pub fn start_named(node_id: &str, extra: &[&str]) -> Node {
         let root = tempfile::tempdir().unwrap();
         let dir = root.path().join("data");
         std::fs::create_dir_all(&dir).unwrap();
@@ -86,6 +93,7 @@ impl Node {
             stderr_path: root.path().join("stderr-0.log"),
             root,
             dir,
+            node_id: node_id.to_string(),
             extra: extra.iter().map(|s| (*s).to_string()).collect(),
             child: None,
             runs: 0,
@@ -116,7 +124,7 @@ impl Node {
             .args(["--admin-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(&self.dir)
-            .args(["--node-id", "it-node"])
+            .args(["--node-id", &self.node_id])
             .args(&self.extra)
             .env("RSTORE_LOG", "info")
             .stdin(Stdio::null())
@@ -167,6 +175,32 @@ impl Node {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// SIGSTOP: the process stays, silent (a GC pause, a stalled disk).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Node::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("node not running").id();
+        let status = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig} {pid} failed");
+    }
+
+    /// `GET /status` as JSON (panics unless 200).
+    pub fn status(&self) -> serde_json::Value {
+        let r = self.http("GET", "/status", None);
+        assert_eq!(r.status, 200, "GET /status: {}", r.body);
+        r.json()
     }
 
     /// SIGTERM and wait for the exit (panics if it takes over the deadline).

@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSecurityContext,
     PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
-    SecurityContext, Volume, VolumeMount, WeightedPodAffinityTerm,
+    SecurityContext, TCPSocketAction, Volume, VolumeMount, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -139,6 +139,7 @@ fn container(store: &ValidatedStore) -> Container {
             container_port("repl", labels::REPL_PORT),
             container_port("admin", labels::ADMIN_PORT),
         ]),
+        startup_probe: Some(startup_probe()),
         liveness_probe: Some(http_probe("/healthz", 10, 3)),
         readiness_probe: Some(http_probe("/readyz", 5, 2)),
         resources: Some(resources(store)),
@@ -177,6 +178,37 @@ fn container_port(name: &str, port: i32) -> ContainerPort {
     }
 }
 
+/// How often the startup probe looks, seconds.
+pub const STARTUP_PERIOD_SECONDS: i32 = 2;
+/// Startup probe failures tolerated: with [`STARTUP_PERIOD_SECONDS`], 30
+/// minutes of recovery.
+pub const STARTUP_FAILURE_THRESHOLD: i32 = 900;
+
+/// Recovery (snapshot load, then WAL replay) runs before the node binds
+/// any listener, the admin port included: a large log can keep it silent
+/// for minutes. Without this probe the liveness probe would kill it
+/// mid-replay and the restart would replay again from the start, forever.
+/// Kubernetes runs neither liveness nor readiness until this succeeds, so
+/// a TCP connection to the admin port means exactly "recovery finished";
+/// from then on /healthz (storage failures included) is liveness's job, on
+/// its short budget. The budget here is generous on purpose: a node that
+/// is slow to recover is replaying, not dead, and failover does not wait
+/// for it (the operator's own probes drive that).
+fn startup_probe() -> Probe {
+    Probe {
+        tcp_socket: Some(TCPSocketAction {
+            port: IntOrString::String("admin".to_string()),
+            ..TCPSocketAction::default()
+        }),
+        period_seconds: Some(STARTUP_PERIOD_SECONDS),
+        timeout_seconds: Some(2),
+        failure_threshold: Some(STARTUP_FAILURE_THRESHOLD),
+        ..Probe::default()
+    }
+}
+
+/// Liveness and readiness: they start once the startup probe succeeded,
+/// so they need no initial delay of their own.
 fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -187,8 +219,6 @@ fn http_probe(path: &str, period_seconds: i32, failure_threshold: i32) -> Probe 
         period_seconds: Some(period_seconds),
         timeout_seconds: Some(2),
         failure_threshold: Some(failure_threshold),
-        // Recovery replays the WAL before the admin port answers.
-        initial_delay_seconds: Some(5),
         ..Probe::default()
     }
 }
@@ -352,6 +382,46 @@ mod tests {
             .collect();
         assert_eq!(mounts, ["/data", "/tmp"]);
         assert_eq!(spec.automount_service_account_token, Some(false));
+    }
+
+    /// Seconds of consecutive failures a probe tolerates before it acts.
+    fn budget(p: &Probe) -> i32 {
+        p.period_seconds.unwrap() * p.failure_threshold.unwrap()
+    }
+
+    #[test]
+    fn a_long_wal_replay_is_covered_by_the_startup_probe_not_killed_by_liveness() {
+        let spec = pod_spec("  {}");
+        let c = &spec.containers[0];
+        let startup = c.startup_probe.as_ref().expect("a startup probe");
+        // It succeeds when the admin listener is bound, which the node does
+        // only after recovery.
+        let tcp = startup.tcp_socket.as_ref().expect("a TCP startup probe");
+        assert_eq!(tcp.port, IntOrString::String("admin".into()));
+        assert!(startup.http_get.is_none() && startup.exec.is_none());
+        assert!(
+            budget(startup) >= 30 * 60,
+            "startup budget {}s is shorter than 30 minutes of replay",
+            budget(startup)
+        );
+        let live = c.liveness_probe.as_ref().unwrap();
+        let ready = c.readiness_probe.as_ref().unwrap();
+        // Liveness and readiness run only after startup succeeded: no
+        // guessed initial delay, and liveness still tolerates a stall of
+        // tens of seconds (a long fsync, a big checkpoint) before a restart.
+        for p in [live, ready] {
+            assert_eq!(p.initial_delay_seconds.unwrap_or(0), 0);
+            assert!(p.timeout_seconds.unwrap() >= 2);
+        }
+        assert!(
+            (20..=120).contains(&budget(live)),
+            "liveness budget {}s",
+            budget(live)
+        );
+        assert!(budget(live) < budget(startup));
+        // Readiness reacts faster than liveness: a node leaves the Services
+        // before it is restarted.
+        assert!(budget(ready) < budget(live));
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The controller: a thin `reconcile` running the pipeline
-//! validate -> observe members -> coordinate -> build -> apply (server-side
-//! apply, one field manager) -> relabel -> events -> status.
+//! validate -> build -> apply (server-side apply, one field manager) ->
+//! hand the store to its failover driver ([`driver`]), which probes the
+//! members on its own timer, runs the failover brain, moves the role
+//! labels and writes the status.
 
+pub mod driver;
 pub mod members;
 pub mod status;
 
@@ -14,7 +17,7 @@ use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -23,11 +26,12 @@ use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::brain;
 use crate::build::{Objects, build_all};
-use crate::coordination::{self, NodeAdmin, Previous, Report, Step};
+use crate::coordination::NodeAdmin;
 use crate::crd::{ReplicatedStore, ReplicatedStoreStatus};
 use crate::error::Error;
-use crate::labels::{self, FIELD_MANAGER, ROLE_LABEL};
+use crate::labels::{self, FIELD_MANAGER};
 use crate::metrics::Metrics;
 use crate::validate::validate;
 
@@ -45,6 +49,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub admin: Arc<dyn NodeAdmin>,
     pub settings: Settings,
+    /// One failover driver task per store.
+    pub drivers: driver::Drivers,
 }
 
 impl Context {
@@ -61,6 +67,7 @@ impl Context {
             metrics,
             admin,
             settings,
+            drivers: driver::Drivers::default(),
         }
     }
 }
@@ -68,21 +75,22 @@ impl Context {
 /// Reconcile one ReplicatedStore.
 pub async fn reconcile(store: Arc<ReplicatedStore>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.start_reconcile();
+    let name = store.name_any();
+    let namespace = store.namespace().unwrap_or_else(|| "default".to_string());
     if store.metadata.deletion_timestamp.is_some() {
         // Owner references let the garbage collector remove every object;
         // the StatefulSet's PVC retention policy decides about the data.
+        ctx.drivers.stop(&namespace, &name);
         return Ok(Action::await_change());
     }
-    let name = store.name_any();
-    let namespace = store.namespace().unwrap_or_else(|| "default".to_string());
     let previous = store.status.clone().unwrap_or_default();
     let generation = store.metadata.generation;
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
 
     let validated = match validate(&store, ctx.settings.default_image.as_deref()) {
         Ok(v) => v,
         Err(err) => {
             tracing::warn!(%name, %namespace, %err, "invalid spec");
+            let now = Time(k8s_openapi::jiff::Timestamp::now());
             let new_status = status::invalid(&previous, &err, generation, &now);
             if new_status != previous {
                 publish(
@@ -100,86 +108,38 @@ pub async fn reconcile(store: Arc<ReplicatedStore>, ctx: Arc<Context>) -> Result
         }
     };
 
-    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    let selector = selector_string(&labels::selector_labels(&name));
-    let pods = pods_api
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(Error::kube("list member pods"))?;
-    let members = members::from_pods(&name, &namespace, &pods.items);
-    let previous_leader = Previous {
-        leader: previous.leader.clone(),
-        epoch: u64::try_from(previous.epoch).unwrap_or(0),
-    };
-    let report = if members.is_empty() {
-        None
-    } else {
-        Some(
-            coordination::coordinate(
-                ctx.admin.as_ref(),
-                &members,
-                validated.replicas(),
-                &previous_leader,
-            )
-            .await,
-        )
-    };
-    let statefulset_replicas = report
-        .as_ref()
-        .map(|r| r.decision.statefulset_replicas)
-        .unwrap_or(validated.replicas());
-
+    // Scale-down never removes the leader (a switchover moves it first).
+    let leader_ordinal = previous
+        .leader
+        .as_deref()
+        .and_then(|l| labels::pod_ordinal(&name, l));
+    let (statefulset_replicas, scale_down_blocked) =
+        brain::statefulset_replicas(validated.replicas(), leader_ordinal);
     apply_all(
         &ctx,
         &namespace,
         &build_all(&validated, statefulset_replicas),
     )
     .await?;
-
-    if let Some(report) = &report {
-        relabel(&pods_api, &members, report).await?;
-        record_actions(&ctx, &store, report).await;
-        if let Some(blocked) = &report.decision.scale_down_blocked
-            && !previous
-                .conditions
-                .iter()
-                .any(|c| c.reason == "ScaleDownBlocked")
-        {
-            publish(
-                &ctx,
-                &store,
-                EventType::Warning,
-                "ScaleDownBlocked",
-                "Scale",
-                blocked.clone(),
-            )
-            .await;
-        }
+    if let Some(blocked) = scale_down_blocked
+        && !previous
+            .conditions
+            .iter()
+            .any(|c| c.reason == "ScaleDownBlocked")
+    {
+        publish(
+            &ctx,
+            &store,
+            EventType::Warning,
+            "ScaleDownBlocked",
+            "Scale",
+            blocked,
+        )
+        .await;
     }
-
-    let new_status = status::from_report(
-        &previous,
-        validated.replicas(),
-        members.len(),
-        report.as_ref(),
-        generation,
-        &now,
-    );
-    if new_status != previous {
-        patch_status(&ctx, &name, &namespace, &new_status).await?;
-    }
-
-    let settled = report
-        .as_ref()
-        .is_some_and(|r| r.decision.waiting.is_none() && r.first_failure().is_none());
-    let period = Duration::from_secs(
-        u64::try_from(validated.spec.failover.probe_period_seconds).unwrap_or(5),
-    );
-    Ok(Action::requeue(if settled {
-        period
-    } else {
-        period.min(Duration::from_secs(5))
-    }))
+    // Pod changes (a leader pod deleted) reach the driver at once.
+    ctx.drivers.ensure(&ctx, &validated);
+    Ok(Action::requeue(Duration::from_secs(60)))
 }
 
 /// Count the error by category and requeue per its policy.
@@ -224,85 +184,6 @@ async fn apply_all(ctx: &Context, namespace: &str, objects: &Objects) -> Result<
     apply::<PodDisruptionBudget>(ctx, namespace, &objects.pdb).await?;
     apply::<StatefulSet>(ctx, namespace, &objects.statefulset).await?;
     Ok(())
-}
-
-/// Put the role labels the report wants on the pods. Labels come off
-/// before any goes on, so the leader Service is briefly empty rather than
-/// ever pointing at two pods.
-async fn relabel(
-    pods: &Api<Pod>,
-    members: &[coordination::Member],
-    report: &Report,
-) -> Result<(), Error> {
-    let changes: Vec<(&coordination::Member, Option<&str>)> = members
-        .iter()
-        .filter_map(|m| {
-            let want = report.labels.get(&m.name).copied().flatten();
-            (m.role_label.as_deref() != want).then_some((m, want))
-        })
-        .collect();
-    let (removals, additions): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(m, want)| {
-        want.is_none() || m.role_label.as_deref() == Some(labels::ROLE_LEADER)
-    });
-    for (member, want) in removals.into_iter().chain(additions) {
-        let patch = serde_json::json!({"metadata": {"labels": {ROLE_LABEL: want}}});
-        pods.patch(&member.name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .map_err(Error::kube(format!("label pod {}", member.name)))?;
-        tracing::info!(pod = %member.name, role = ?want, "pod relabelled");
-    }
-    Ok(())
-}
-
-async fn record_actions(ctx: &Context, store: &ReplicatedStore, report: &Report) {
-    for done in &report.done {
-        let (pod, action, reason, note) = match &done.step {
-            Step::Promote { member, epoch } => (
-                member,
-                "promote",
-                "Promoted",
-                format!("{member} promoted to leader at epoch {epoch}"),
-            ),
-            Step::Follow {
-                member,
-                leader,
-                epoch,
-                ..
-            } => (
-                member,
-                "follow",
-                "Following",
-                format!("{member} follows {leader} at epoch {epoch}"),
-            ),
-        };
-        ctx.metrics.member_action(action, done.result.is_ok());
-        match &done.result {
-            Ok(()) => {
-                publish_about(
-                    ctx,
-                    store,
-                    Some(pod),
-                    EventType::Normal,
-                    reason,
-                    action,
-                    note,
-                )
-                .await
-            }
-            Err(err) => {
-                publish_about(
-                    ctx,
-                    store,
-                    Some(pod),
-                    EventType::Warning,
-                    &format!("{reason}Failed"),
-                    action,
-                    format!("{note}: {err}"),
-                )
-                .await;
-            }
-        }
-    }
 }
 
 /// Publish an Event; failing to is logged, never fatal.

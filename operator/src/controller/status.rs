@@ -2,9 +2,9 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use crate::brain::{self, Plan, Recorded};
 use crate::conditions::{self, AVAILABLE, DEGRADED, Desired, PROGRESSING};
-use crate::coordination::Report;
-use crate::crd::ReplicatedStoreStatus;
+use crate::crd::{MemberStatus, ReplicatedStoreStatus};
 use crate::validate::ValidationError;
 
 /// Status for a spec that failed validation: everything observed before is
@@ -33,24 +33,26 @@ pub fn invalid(
     }
 }
 
-/// Status after a reconcile with coordination `report` (`None`: no member
-/// pods yet).
-pub fn from_report(
+/// Status after a pass of the failover brain: what it recorded (leader,
+/// epoch, failover in progress, last failover), the members as probed,
+/// and conditions.
+pub fn from_plan(
     previous: &ReplicatedStoreStatus,
     desired_replicas: i32,
-    existing_pods: usize,
-    report: Option<&Report>,
+    plan: &Plan,
+    members: &[MemberStatus],
     generation: Option<i64>,
     now: &Time,
 ) -> ReplicatedStoreStatus {
-    let members = report.map(|r| r.members.clone()).unwrap_or_default();
     let ready_replicas =
         i32::try_from(members.iter().filter(|m| m.ready).count()).unwrap_or(i32::MAX);
-    let leader = report.and_then(|r| r.decision.leader.clone());
-    let epoch = report.map(|r| r.decision.epoch).unwrap_or(0);
-    let leader_ready = leader
-        .as_ref()
-        .is_some_and(|l| members.iter().any(|m| &m.name == l && m.ready));
+    let record = &plan.record;
+    let leader = record.leader.clone();
+    let leader_ready = leader.as_ref().is_some_and(|l| {
+        members
+            .iter()
+            .any(|m| &m.name == l && m.ready && m.role == "leader")
+    });
 
     let available = match (&leader, leader_ready) {
         (Some(l), true) => Desired::new(
@@ -73,21 +75,30 @@ pub fn from_report(
         ),
     };
 
-    let waiting = report.and_then(|r| r.decision.waiting.clone());
-    let failure = report.and_then(|r| r.first_failure()).map(|d| {
-        format!(
-            "{:?} failed: {}",
-            d.step,
-            d.result.as_ref().err().map(String::as_str).unwrap_or("")
+    let leader_ordinal = leader
+        .as_deref()
+        .and_then(|l| l.rsplit_once('-'))
+        .and_then(|(_, o)| o.parse().ok());
+    let (_, scale_down_blocked) = brain::statefulset_replicas(desired_replicas, leader_ordinal);
+    let waiting = plan.waiting.clone();
+    let degraded = if let Some(blocked) = record.failover.as_ref().and_then(|f| f.blocked.clone()) {
+        Desired::new(DEGRADED, true, "FailoverBlocked", blocked)
+    } else if let Some(fo) = &record.failover {
+        Desired::new(
+            DEGRADED,
+            true,
+            "FailoverInProgress",
+            format!(
+                "{} in phase {:?} to epoch {}",
+                fo.reason.as_str(),
+                fo.phase,
+                fo.epoch
+            ),
         )
-    });
-    let blocked = report.and_then(|r| r.decision.scale_down_blocked.clone());
-    let degraded = if let Some(b) = &blocked {
-        Desired::new(DEGRADED, true, "ScaleDownBlocked", b.clone())
-    } else if let Some(f) = &failure {
-        Desired::new(DEGRADED, true, "MemberError", f.clone())
-    } else if let (Some(w), true) = (&waiting, epoch > 0) {
-        Desired::new(DEGRADED, true, "NoLeader", w.clone())
+    } else if let Some(b) = scale_down_blocked {
+        Desired::new(DEGRADED, true, "ScaleDownBlocked", b)
+    } else if let (Some(w), true) = (&waiting, record.epoch > 0) {
+        Desired::new(DEGRADED, true, "Waiting", w.clone())
     } else if ready_replicas < desired_replicas && leader.is_some() {
         Desired::new(
             DEGRADED,
@@ -99,9 +110,11 @@ pub fn from_report(
         Desired::new(DEGRADED, false, "AsExpected", "")
     };
 
-    let in_sync = existing_pods == usize::try_from(desired_replicas).unwrap_or(0)
+    let existing = members.len();
+    let in_sync = existing == usize::try_from(desired_replicas).unwrap_or(0)
         && ready_replicas == desired_replicas
-        && leader_ready;
+        && leader_ready
+        && record.failover.is_none();
     let progressing = if in_sync {
         Desired::new(
             PROGRESSING,
@@ -116,7 +129,7 @@ pub fn from_report(
             PROGRESSING,
             true,
             "Reconciling",
-            format!("{ready_replicas} of {desired_replicas} members ready, {existing_pods} pods"),
+            format!("{ready_replicas} of {desired_replicas} members ready, {existing} pods"),
         )
     };
 
@@ -124,12 +137,23 @@ pub fn from_report(
     ReplicatedStoreStatus {
         observed_generation: generation,
         leader,
-        epoch: i64::try_from(epoch).unwrap_or(i64::MAX),
+        epoch: i64::try_from(record.epoch).unwrap_or(i64::MAX),
         replicas: desired_replicas,
         ready_replicas,
         ready: Some(format!("{ready_replicas}/{desired_replicas}")),
-        members,
+        members: members.to_vec(),
         conditions: conditions::merge(&previous.conditions, &desired, generation, now),
-        last_failover: previous.last_failover.clone(),
+        failover: record.failover.clone(),
+        last_failover: record.last_failover.clone(),
+    }
+}
+
+/// What the brain recorded, read back from a status.
+pub fn recorded(status: &ReplicatedStoreStatus) -> Recorded {
+    Recorded {
+        leader: status.leader.clone(),
+        epoch: u64::try_from(status.epoch).unwrap_or(0),
+        failover: status.failover.clone(),
+        last_failover: status.last_failover.clone(),
     }
 }

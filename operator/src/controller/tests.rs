@@ -1,6 +1,10 @@
-//! Reconcile scenarios against a mocked API server (tower-test) and fake
-//! nodes: every request the operator makes is recorded with its method,
-//! path, query and body, and answered as the API server would.
+//! Controller scenarios against a stateful fake API server (tower-test) and
+//! fake nodes: every request is recorded with its method, path, query and
+//! body, and answered from state the requests themselves change: a status
+//! written by server-side apply *replaces* the stored status (as apply by
+//! one field manager does), pod label patches change the pods the next
+//! list returns. Each pass therefore reads what the previous pass wrote;
+//! a status that dropped `leader` would be seen to drop it.
 
 #![allow(clippy::unwrap_used)]
 
@@ -12,7 +16,9 @@ use kube::client::Body;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::coordination::ProbeTracker;
 use crate::coordination::fake::FakeNodes;
+use crate::validate::validate;
 
 /// One request the operator sent.
 #[derive(Debug, Clone)]
@@ -29,11 +35,152 @@ impl Seen {
     }
 }
 
-/// The fake API server's state: the pods it lists.
-#[derive(Clone, Default)]
+/// The fake API server's state.
+#[derive(Default)]
 struct ApiState {
     pods: Vec<Value>,
     store: Value,
+    seen: Vec<Seen>,
+}
+
+/// A fake API server shared by several passes.
+#[derive(Clone)]
+struct FakeApi {
+    state: Arc<Mutex<ApiState>>,
+}
+
+impl FakeApi {
+    fn new(store: &ReplicatedStore, pods: Vec<Value>) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(ApiState {
+                pods,
+                store: serde_json::to_value(store).unwrap(),
+                seen: Vec::new(),
+            })),
+        }
+    }
+
+    /// A client whose requests this fake answers (until it is dropped).
+    fn client(&self) -> (Client, tokio::task::JoinHandle<()>) {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let state = self.state.clone();
+        let server = tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                let (parts, body) = request.into_parts();
+                let bytes = body.collect().await.unwrap().to_bytes();
+                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                let entry = Seen {
+                    method: parts.method.to_string(),
+                    path: parts.uri.path().to_string(),
+                    query: parts.uri.query().unwrap_or("").to_string(),
+                    body,
+                };
+                let mut state = state.lock().unwrap();
+                let answer = answer(&mut state, &entry);
+                state.seen.push(entry);
+                send.send_response(
+                    Response::builder()
+                        .status(200)
+                        .body(Body::from(serde_json::to_vec(&answer).unwrap()))
+                        .unwrap(),
+                );
+            }
+        });
+        (Client::new(service, "default"), server)
+    }
+
+    fn take_seen(&self) -> Vec<Seen> {
+        std::mem::take(&mut self.state.lock().unwrap().seen)
+    }
+
+    fn store(&self) -> ReplicatedStore {
+        serde_json::from_value(self.state.lock().unwrap().store.clone()).unwrap()
+    }
+
+    fn status(&self) -> ReplicatedStoreStatus {
+        self.store().status.unwrap_or_default()
+    }
+
+    fn label(&self, pod: &str) -> Option<String> {
+        let state = self.state.lock().unwrap();
+        state
+            .pods
+            .iter()
+            .find(|p| p["metadata"]["name"] == pod)
+            .and_then(|p| p["metadata"]["labels"]["rstore.dev/role"].as_str())
+            .map(str::to_string)
+    }
+
+    fn set_pods(&self, pods: Vec<Value>) {
+        self.state.lock().unwrap().pods = pods;
+    }
+
+    fn annotate(&self, key: &str, value: &str) {
+        self.state.lock().unwrap().store["metadata"]["annotations"] = json!({ key: value });
+    }
+}
+
+fn ctx_for(client: Client, nodes: Arc<FakeNodes>) -> Arc<Context> {
+    Arc::new(Context::new(
+        client,
+        Arc::new(Metrics::default()),
+        nodes,
+        Settings {
+            default_image: Some("rstore:test".into()),
+        },
+    ))
+}
+
+/// What the API server answers to `seen`, changing its state as it would.
+fn answer(state: &mut ApiState, seen: &Seen) -> Value {
+    const STORE: &str = "/apis/rstore.dev/v1alpha1/namespaces/ns/replicatedstores/rs";
+    match (seen.method.as_str(), seen.path.as_str()) {
+        ("GET", "/api/v1/namespaces/ns/pods") => {
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": state.pods})
+        }
+        ("GET", STORE) => state.store.clone(),
+        ("PATCH", p) if p.starts_with("/api/v1/namespaces/ns/pods/") => {
+            let name = p.rsplit('/').next().unwrap();
+            let Some(pod) = state
+                .pods
+                .iter_mut()
+                .find(|p| p["metadata"]["name"] == name)
+            else {
+                return json!({"kind": "Status", "code": 404});
+            };
+            for (k, v) in seen.body["metadata"]["labels"].as_object().unwrap() {
+                let labels = pod["metadata"]["labels"].as_object_mut().unwrap();
+                if v.is_null() {
+                    labels.remove(k);
+                } else {
+                    labels.insert(k.clone(), v.clone());
+                }
+            }
+            pod.clone()
+        }
+        ("PATCH", STATUS) => {
+            // Apply by the only manager of status: the applied object is
+            // the whole status; a field left out is gone.
+            state.store["status"] = seen.body["status"].clone();
+            state.store.clone()
+        }
+        ("PATCH", STORE) => {
+            if let Some(annotations) = seen.body["metadata"]["annotations"].as_object() {
+                for (k, v) in annotations {
+                    if v.is_null() {
+                        if let Some(a) = state.store["metadata"]["annotations"].as_object_mut() {
+                            a.remove(k);
+                        }
+                    } else {
+                        state.store["metadata"]["annotations"][k] = v.clone();
+                    }
+                }
+            }
+            state.store.clone()
+        }
+        // Server-side apply of owned objects and events: the object as sent.
+        _ => seen.body.clone(),
+    }
 }
 
 fn store(spec: Value) -> ReplicatedStore {
@@ -64,77 +211,29 @@ fn pod(i: i32, role: Option<&str>) -> Value {
 }
 
 /// Run one reconcile of `store` with `pods` and `nodes`; returns the result
-/// and every request made.
+/// and every request it made but reads.
 async fn run(
     store: &ReplicatedStore,
     pods: Vec<Value>,
     nodes: Arc<FakeNodes>,
 ) -> (Result<Action, Error>, Vec<Seen>) {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
-    let state = ApiState {
-        pods,
-        store: serde_json::to_value(store).unwrap(),
-    };
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let seen_in_server = seen.clone();
-    let server = tokio::spawn(async move {
-        while let Some((request, send)) = handle.next_request().await {
-            let (parts, body) = request.into_parts();
-            let bytes = body.collect().await.unwrap().to_bytes();
-            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let entry = Seen {
-                method: parts.method.to_string(),
-                path: parts.uri.path().to_string(),
-                query: parts.uri.query().unwrap_or("").to_string(),
-                body,
-            };
-            let answer = answer(&state, &entry);
-            seen_in_server.lock().unwrap().push(entry);
-            send.send_response(
-                Response::builder()
-                    .status(200)
-                    .body(Body::from(serde_json::to_vec(&answer).unwrap()))
-                    .unwrap(),
-            );
-        }
-    });
-    let ctx = Arc::new(Context::new(
-        client,
-        Arc::new(Metrics::default()),
-        nodes,
-        Settings {
-            default_image: Some("rstore:test".into()),
-        },
-    ));
+    let api = FakeApi::new(store, pods);
+    let (client, server) = api.client();
+    let ctx = ctx_for(client, nodes);
     let result = reconcile(Arc::new(store.clone()), ctx.clone()).await;
     if let Err(err) = &result {
         error_policy(Arc::new(store.clone()), err, ctx.clone());
     }
+    // Only reconcile's own requests: its failover driver is tested below.
+    ctx.drivers.stop("ns", "rs");
     drop(ctx);
     server.await.unwrap();
-    let seen = seen.lock().unwrap().clone();
+    let seen: Vec<Seen> = api
+        .take_seen()
+        .into_iter()
+        .filter(|s| s.method != "GET")
+        .collect();
     (result, seen)
-}
-
-/// What the API server answers to `seen`.
-fn answer(state: &ApiState, seen: &Seen) -> Value {
-    match (seen.method.as_str(), seen.path.as_str()) {
-        ("GET", "/api/v1/namespaces/ns/pods") => {
-            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": state.pods})
-        }
-        ("PATCH", p) if p.starts_with("/api/v1/namespaces/ns/pods/") => {
-            let name = p.rsplit('/').next().unwrap();
-            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "ns"}})
-        }
-        ("PATCH", "/apis/rstore.dev/v1alpha1/namespaces/ns/replicatedstores/rs/status") => {
-            let mut store = state.store.clone();
-            store["status"] = seen.body["status"].clone();
-            store
-        }
-        // Server-side apply and events: the object as sent.
-        _ => seen.body.clone(),
-    }
 }
 
 const STS: &str = "/apis/apps/v1/namespaces/ns/statefulsets/rs";
@@ -167,16 +266,19 @@ fn sts_replicas(seen: &[Seen]) -> i64 {
         .unwrap()
 }
 
+fn events(seen: &[Seen]) -> Vec<String> {
+    seen.iter()
+        .filter(|s| s.is("POST", EVENTS))
+        .map(|s| s.body["reason"].as_str().unwrap().to_string())
+        .collect()
+}
+
+// ---------------------------------------------------------------- reconcile
+
 #[tokio::test]
-async fn create_applies_every_object_then_reports_progress() {
+async fn create_applies_every_object_and_leaves_status_to_the_driver() {
     let (result, seen) = run(&store(json!({})), vec![], Arc::new(FakeNodes::default())).await;
     assert!(result.is_ok());
-    assert!(seen[0].is("GET", "/api/v1/namespaces/ns/pods"));
-    assert!(
-        seen[0].query.contains("app.kubernetes.io%2Finstance%3Drs"),
-        "{}",
-        seen[0].query
-    );
     let paths: Vec<&str> = applies(&seen).iter().map(|s| s.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -193,144 +295,26 @@ async fn create_applies_every_object_then_reports_progress() {
         assert_eq!(apply.body["metadata"]["ownerReferences"][0]["uid"], "uid-1");
     }
     assert_eq!(sts_replicas(&seen), 3);
-    let status = status_patch(&seen).unwrap();
-    assert_eq!(status.observed_generation, Some(1));
-    assert_eq!(status.ready.as_deref(), Some("0/3"));
-    assert_eq!(condition(&status, "Available").status, "False");
-    assert_eq!(condition(&status, "Progressing").status, "True");
-    assert!(!seen.iter().any(|s| s.path == EVENTS));
+    assert!(events(&seen).is_empty());
 }
 
 #[tokio::test]
-async fn members_are_coordinated_labelled_and_reported_then_nothing_changes() {
-    let nodes = Arc::new(FakeNodes::idle(3));
-    let pods = (0..3).map(|i| pod(i, None)).collect();
-    let (result, seen) = run(&store(json!({})), pods, nodes.clone()).await;
-    assert!(result.is_ok());
-    assert_eq!(nodes.calls().len(), 3);
-    assert_eq!(nodes.calls()[0], "promote rs-0 1");
-    assert!(nodes.calls()[1].starts_with("follow rs-1 rs-0.rs-headless.ns.svc:7379 1"));
-
-    let relabels: Vec<(&str, &Value)> = seen
-        .iter()
-        .filter(|s| s.method == "PATCH" && s.path.starts_with("/api/v1/namespaces/ns/pods/"))
-        .map(|s| {
-            (
-                s.path.rsplit('/').next().unwrap(),
-                &s.body["metadata"]["labels"]["rstore.dev/role"],
-            )
-        })
-        .collect();
-    assert_eq!(relabels.len(), 3);
-    assert!(relabels.contains(&("rs-0", &json!("leader"))));
-    assert!(relabels.contains(&("rs-2", &json!("follower"))));
-    let events: Vec<&str> = seen
-        .iter()
-        .filter(|s| s.is("POST", EVENTS))
-        .map(|s| s.body["reason"].as_str().unwrap())
-        .collect();
-    assert_eq!(events, ["Promoted", "Following", "Following"]);
-
-    let status = status_patch(&seen).unwrap();
-    assert_eq!(status.leader.as_deref(), Some("rs-0"));
-    assert_eq!(status.epoch, 1);
-    assert_eq!(status.ready.as_deref(), Some("3/3"));
-    assert_eq!(status.members.len(), 3);
-    assert!(status.members.iter().all(|m| m.ready));
-    assert_eq!(status.members[0].role, "leader");
-    assert_eq!(condition(&status, "Available").status, "True");
-    assert_eq!(condition(&status, "Progressing").reason, "UpToDate");
-    assert_eq!(condition(&status, "Degraded").status, "False");
-
-    // In sync: same pods now labelled, same nodes, the status just written.
-    let mut synced = store(json!({}));
-    synced.status = Some(status);
-    let pods = vec![
-        pod(0, Some("leader")),
-        pod(1, Some("follower")),
-        pod(2, Some("follower")),
-    ];
-    let (result, seen) = run(&synced, pods, nodes.clone()).await;
-    assert!(result.is_ok());
-    assert_eq!(nodes.calls().len(), 3, "no admin calls");
-    assert_eq!(
-        seen.len(),
-        6,
-        "one list and five idempotent applies: {seen:#?}"
-    );
-    assert!(status_patch(&seen).is_none());
-    assert!(!seen.iter().any(|s| s.path == EVENTS));
-}
-
-#[tokio::test]
-async fn scale_up_applies_more_members_and_new_ones_follow() {
-    let nodes = Arc::new(FakeNodes::idle(3));
-    let pods: Vec<Value> = (0..3).map(|i| pod(i, None)).collect();
-    run(&store(json!({"replicas": 3})), pods, nodes.clone())
-        .await
-        .0
-        .unwrap();
-    // Scale to 5: the StatefulSet is applied with 5; two new idle members.
-    let (_, seen) = run(
-        &store(json!({"replicas": 5})),
-        (0..3).map(|i| pod(i, None)).collect(),
-        nodes.clone(),
-    )
-    .await;
-    assert_eq!(sts_replicas(&seen), 5);
-    nodes.add("rs-3");
-    nodes.add("rs-4");
-    let pods = (0..5).map(|i| pod(i, None)).collect();
-    let mut scaled = store(json!({"replicas": 5}));
+async fn scale_down_keeps_the_recorded_leader_and_says_why() {
+    let mut scaled = store(json!({"replicas": 3}));
     scaled.status = Some(ReplicatedStoreStatus {
-        leader: Some("rs-0".into()),
+        leader: Some("rs-4".into()),
         epoch: 1,
         ..ReplicatedStoreStatus::default()
     });
-    let (_, seen) = run(&scaled, pods, nodes.clone()).await;
-    let calls = nodes.calls();
-    assert!(
-        calls
-            .iter()
-            .any(|c| c.starts_with("follow rs-3 rs-0.rs-headless.ns.svc:7379 1")),
-        "{calls:?}"
-    );
-    assert!(calls.iter().any(|c| c.starts_with("follow rs-4")));
-    let status = status_patch(&seen).unwrap();
-    assert_eq!(status.ready.as_deref(), Some("5/5"));
-}
-
-#[tokio::test]
-async fn scale_down_keeps_the_leader_and_says_why() {
-    // Leader is rs-4; asking for 3 members would remove it.
-    let nodes = Arc::new(FakeNodes::idle(5));
-    let member = crate::coordination::decide::tests::member;
-    nodes.promote(&member(4), 1).await.unwrap();
-    for i in 0..4 {
-        nodes
-            .follow(&member(i), "rs-4.rs-headless.ns.svc:7379", 1)
-            .await
-            .unwrap();
-    }
     let pods = (0..5).map(|i| pod(i, None)).collect();
-    let (result, seen) = run(&store(json!({"replicas": 3})), pods, nodes.clone()).await;
+    let (result, seen) = run(&scaled, pods, Arc::new(FakeNodes::idle(5))).await;
     assert!(result.is_ok());
     assert_eq!(
         sts_replicas(&seen),
         5,
         "the StatefulSet keeps the leader's ordinal"
     );
-    let status = status_patch(&seen).unwrap();
-    let degraded = condition(&status, "Degraded");
-    assert_eq!(
-        (degraded.status.as_str(), degraded.reason.as_str()),
-        ("True", "ScaleDownBlocked")
-    );
-    assert!(degraded.message.contains("rs-4") || degraded.message.contains("member 4"));
-    assert!(
-        seen.iter()
-            .any(|s| s.is("POST", EVENTS) && s.body["reason"] == "ScaleDownBlocked")
-    );
+    assert_eq!(events(&seen), ["ScaleDownBlocked"]);
 }
 
 #[tokio::test]
@@ -360,8 +344,244 @@ async fn invalid_spec_is_reported_and_nothing_applied() {
     let degraded = condition(&status, "Degraded");
     assert_eq!(degraded.reason, "InvalidSpec");
     assert!(degraded.message.contains("syncReplicas"));
+    assert_eq!(events(&seen), ["InvalidSpec"]);
+}
+
+// ---------------------------------------------------------------- the driver
+
+/// A store, its pods and nodes, driven pass by pass; every pass reads the
+/// status and labels the previous one wrote.
+struct Scenario {
+    api: FakeApi,
+    nodes: Arc<FakeNodes>,
+    tracker: ProbeTracker,
+    /// Every status any pass wrote, in order.
+    written: Vec<ReplicatedStoreStatus>,
+}
+
+impl Scenario {
+    fn new(spec: Value, members: i32) -> Self {
+        let pods = (0..members).map(|i| pod(i, None)).collect();
+        Self {
+            api: FakeApi::new(&store(spec), pods),
+            nodes: Arc::new(FakeNodes::idle(members)),
+            tracker: ProbeTracker::default(),
+            written: Vec::new(),
+        }
+    }
+
+    /// One driver pass (a probe tick); returns its requests.
+    async fn pass(&mut self) -> Vec<Seen> {
+        let (client, server) = self.api.client();
+        let ctx = ctx_for(client, self.nodes.clone());
+        let validated = validate(&self.api.store(), Some("rstore:test")).unwrap();
+        driver::pass(&ctx, &validated, &mut self.tracker)
+            .await
+            .unwrap()
+            .unwrap();
+        drop(ctx);
+        server.await.unwrap();
+        let seen = self.api.take_seen();
+        self.written.extend(
+            seen.iter()
+                .filter(|s| s.is("PATCH", STATUS))
+                .map(|s| serde_json::from_value(s.body["status"].clone()).unwrap()),
+        );
+        seen
+    }
+
+    /// Passes until one changes nothing (at most `max`).
+    async fn settle(&mut self, max: usize) -> Vec<Seen> {
+        let mut all = Vec::new();
+        for _ in 0..max {
+            let seen = self.pass().await;
+            let quiet = !seen.iter().any(|s| s.method != "GET");
+            all.extend(seen);
+            if quiet {
+                break;
+            }
+        }
+        all
+    }
+}
+
+#[tokio::test]
+async fn the_driver_bootstraps_then_a_healthy_cluster_costs_only_reads() {
+    let mut sc = Scenario::new(json!({}), 3);
+    let seen = sc.settle(5).await;
+    assert_eq!(sc.nodes.calls()[0], "promote rs-0 1");
+    assert!(sc.nodes.calls()[1].starts_with("follow rs-1 rs-0.rs-headless.ns.svc:7379 1"));
+    assert_eq!(sc.api.label("rs-0").as_deref(), Some("leader"));
+    assert_eq!(sc.api.label("rs-2").as_deref(), Some("follower"));
+    assert!(events(&seen).contains(&"Following".to_string()));
+    let status = sc.api.status();
+    assert_eq!(status.leader.as_deref(), Some("rs-0"));
+    assert_eq!(status.epoch, 1);
+    assert_eq!(status.ready.as_deref(), Some("3/3"));
+    assert_eq!(status.members[0].role, "leader");
+    assert_eq!(condition(&status, "Available").status, "True");
+    assert_eq!(condition(&status, "Progressing").reason, "UpToDate");
+    assert_eq!(condition(&status, "Degraded").status, "False");
+
+    let calls = sc.nodes.calls().len();
+    let seen = sc.pass().await;
+    assert_eq!(sc.nodes.calls().len(), calls, "no admin calls");
     assert!(
-        seen.iter()
-            .any(|s| s.is("POST", EVENTS) && s.body["reason"] == "InvalidSpec")
+        seen.iter().all(|s| s.method == "GET"),
+        "a healthy pass only reads: {seen:#?}"
     );
+}
+
+/// The sequence that lost the leader before: healthy, the leader's probes
+/// fail N times, a follower is promoted, the old leader returns as a
+/// follower; each pass fed by the status the previous one wrote.
+#[tokio::test]
+async fn a_dead_leader_is_failed_over_and_returns_as_a_follower_across_passes() {
+    let mut sc = Scenario::new(json!({}), 3);
+    sc.settle(5).await;
+    sc.nodes.set_down("rs-0", true);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        seen.extend(sc.pass().await);
+        assert_eq!(
+            sc.api.status().leader.as_deref(),
+            Some("rs-0"),
+            "only suspected"
+        );
+    }
+    assert!(events(&seen).is_empty());
+    let seen = sc.pass().await; // third failed probe
+    assert_eq!(
+        events(&seen)
+            .into_iter()
+            .filter(|e| !e.ends_with("Failed"))
+            .collect::<Vec<_>>(),
+        // Phase events as they happen; action events after the pass.
+        [
+            "FailoverStarted",
+            "LeaderFenced",
+            "Promoted",
+            "FailoverCompleted",
+            "Following"
+        ]
+    );
+    let status = sc.api.status();
+    assert_eq!(status.leader.as_deref(), Some("rs-1"));
+    assert_eq!(status.epoch, 2);
+    assert!(status.failover.is_none());
+    let last = status.last_failover.clone().unwrap();
+    assert_eq!(last.old_leader.as_deref(), Some("rs-0"));
+    assert_eq!(last.new_leader, "rs-1");
+    assert_eq!(last.lost_bytes, 0);
+    assert!(!last.started_at.is_empty());
+    assert_eq!(sc.api.label("rs-0"), None, "old leader's label removed");
+    assert_eq!(sc.api.label("rs-1").as_deref(), Some("leader"));
+    assert_eq!(sc.api.label("rs-2").as_deref(), Some("follower"));
+
+    // The old leader restarts idle and is repointed, not re-promoted.
+    sc.nodes.restart("rs-0");
+    sc.settle(5).await;
+    assert!(
+        sc.nodes
+            .calls()
+            .iter()
+            .any(|c| c.starts_with("follow rs-0 rs-1.rs-headless.ns.svc:7379 2")),
+        "{:?}",
+        sc.nodes.calls()
+    );
+    assert_eq!(sc.api.label("rs-0").as_deref(), Some("follower"));
+    assert_eq!(sc.api.status().leader.as_deref(), Some("rs-1"));
+    assert!(
+        sc.written.iter().skip(1).all(|s| s.leader.is_some()),
+        "no status written after bootstrap ever dropped the leader"
+    );
+}
+
+/// The bug: a leader pod that is deleted (and recreated by its StatefulSet)
+/// used to leave the cluster with no writer for good.
+#[tokio::test]
+async fn a_deleted_leader_pod_is_replaced_at_once_and_rejoins_as_a_follower() {
+    let mut sc = Scenario::new(json!({}), 3);
+    sc.settle(5).await;
+    // The pod is being deleted: no probe needs to fail first.
+    let mut deleting = pod(0, Some("leader"));
+    deleting["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    sc.api.set_pods(vec![
+        deleting,
+        pod(1, Some("follower")),
+        pod(2, Some("follower")),
+    ]);
+    sc.nodes.set_down("rs-0", true);
+    let seen = sc.pass().await;
+    assert!(events(&seen).contains(&"FailoverCompleted".to_string()));
+    assert_eq!(sc.api.status().leader.as_deref(), Some("rs-1"));
+    // Recreated without a label, the node back idle at epoch 1.
+    sc.api.set_pods(vec![
+        pod(0, None),
+        pod(1, Some("leader")),
+        pod(2, Some("follower")),
+    ]);
+    sc.nodes.restart("rs-0");
+    sc.settle(5).await;
+    assert_eq!(sc.api.label("rs-0").as_deref(), Some("follower"));
+    let status = sc.api.status();
+    assert_eq!(status.leader.as_deref(), Some("rs-1"));
+    assert_eq!(condition(&status, "Available").status, "True");
+}
+
+#[tokio::test]
+async fn a_switchover_annotation_moves_the_leader_and_is_cleared() {
+    let mut sc = Scenario::new(json!({}), 3);
+    sc.settle(5).await;
+    sc.api.annotate(driver::SWITCHOVER_ANNOTATION, "rs-2");
+    let seen = sc.settle(10).await;
+    assert!(events(&seen).contains(&"FailoverCompleted".to_string()));
+    let status = sc.api.status();
+    assert_eq!(status.leader.as_deref(), Some("rs-2"));
+    assert_eq!(
+        status.last_failover.unwrap().reason,
+        crate::brain::FailoverReason::Switchover
+    );
+    assert_eq!(sc.api.label("rs-2").as_deref(), Some("leader"));
+    assert_eq!(sc.api.label("rs-0").as_deref(), Some("follower"));
+    assert!(
+        sc.api
+            .store()
+            .annotations()
+            .get(driver::SWITCHOVER_ANNOTATION)
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn semi_sync_failover_blocked_by_an_unreachable_follower_says_why() {
+    let mut sc = Scenario::new(json!({}), 3);
+    sc.settle(5).await;
+    sc.nodes.set_down("rs-0", true);
+    sc.nodes.set_down("rs-2", true);
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.extend(sc.pass().await);
+    }
+    assert_eq!(
+        events(&seen)
+            .iter()
+            .filter(|e| *e == "FailoverBlocked")
+            .count(),
+        1
+    );
+    let status = sc.api.status();
+    assert_eq!(
+        status.leader.as_deref(),
+        Some("rs-0"),
+        "the last leader is kept"
+    );
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded.reason, "FailoverBlocked");
+    assert!(degraded.message.contains("1 of 2 followers fenced"));
+    assert!(status.failover.is_some());
+    // rs-2 returns: the failover completes.
+    sc.nodes.set_down("rs-2", false);
+    sc.settle(5).await;
+    assert_eq!(sc.api.status().leader.as_deref(), Some("rs-1"));
 }

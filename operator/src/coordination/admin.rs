@@ -7,6 +7,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use rstore_node::admin::{AdminClient, AdminError, FenceResponse, StatusResponse};
 
+use crate::brain::{Presence, RoleLabel};
+
 /// One store member as Kubernetes shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -18,10 +20,12 @@ pub struct Member {
     pub admin_addr: String,
     /// `host:port` of the replication listener (what followers dial).
     pub repl_addr: String,
-    /// Pod Ready condition.
+    /// Pod Ready condition (local mode: the node's `/readyz`).
     pub pod_ready: bool,
-    /// Current value of the `rstore.dev/role` label.
-    pub role_label: Option<String>,
+    /// The role label it carries now (`rstore.dev/role`, or proxy membership).
+    pub role_label: Option<RoleLabel>,
+    /// Whether its pod or process exists.
+    pub presence: Presence,
 }
 
 /// Admin operations coordination needs. Object-safe so the controller can
@@ -52,17 +56,22 @@ pub trait NodeAdmin: Send + Sync {
 /// [`NodeAdmin`] over HTTP with the node crate's [`AdminClient`].
 #[derive(Debug, Clone)]
 pub struct HttpNodeAdmin {
-    timeout: Duration,
+    probe_timeout: Duration,
+    action_timeout: Duration,
 }
 
 impl HttpNodeAdmin {
-    /// Every request gets `timeout`.
-    pub fn new(timeout: Duration) -> Self {
-        Self { timeout }
+    /// Probes (`/status`) get `probe_timeout`; fence, promote and follow,
+    /// which write the node's metadata to disk, get `action_timeout`.
+    pub fn new(probe_timeout: Duration, action_timeout: Duration) -> Self {
+        Self {
+            probe_timeout,
+            action_timeout,
+        }
     }
 
-    fn client(&self, member: &Member) -> AdminClient {
-        AdminClient::with_timeout(member.admin_addr.clone(), self.timeout)
+    fn client(&self, member: &Member, timeout: Duration) -> AdminClient {
+        AdminClient::with_timeout(member.admin_addr.clone(), timeout)
     }
 }
 
@@ -71,7 +80,7 @@ impl NodeAdmin for HttpNodeAdmin {
         &'a self,
         member: &'a Member,
     ) -> BoxFuture<'a, Result<StatusResponse, AdminError>> {
-        Box::pin(async move { self.client(member).status().await })
+        Box::pin(async move { self.client(member, self.probe_timeout).status().await })
     }
 
     fn promote<'a>(
@@ -79,7 +88,11 @@ impl NodeAdmin for HttpNodeAdmin {
         member: &'a Member,
         epoch: u64,
     ) -> BoxFuture<'a, Result<(), AdminError>> {
-        Box::pin(async move { self.client(member).promote(epoch).await })
+        Box::pin(async move {
+            self.client(member, self.action_timeout)
+                .promote(epoch)
+                .await
+        })
     }
 
     fn follow<'a>(
@@ -88,7 +101,11 @@ impl NodeAdmin for HttpNodeAdmin {
         leader_repl_addr: &'a str,
         epoch: u64,
     ) -> BoxFuture<'a, Result<(), AdminError>> {
-        Box::pin(async move { self.client(member).follow(leader_repl_addr, epoch).await })
+        Box::pin(async move {
+            self.client(member, self.action_timeout)
+                .follow(leader_repl_addr, epoch)
+                .await
+        })
     }
 
     fn fence<'a>(
@@ -96,6 +113,6 @@ impl NodeAdmin for HttpNodeAdmin {
         member: &'a Member,
         epoch: u64,
     ) -> BoxFuture<'a, Result<FenceResponse, AdminError>> {
-        Box::pin(async move { self.client(member).fence(epoch).await })
+        Box::pin(async move { self.client(member, self.action_timeout).fence(epoch).await })
     }
 }

@@ -7,12 +7,32 @@ use futures::future::BoxFuture;
 use rstore_node::admin::{AdminError, FenceResponse, FollowerStatus, Role, StatusResponse};
 
 use super::admin::{Member, NodeAdmin};
-use super::decide::tests::status;
+
+fn status(name: &str, role: Role, epoch: u64, leader: Option<&str>) -> StatusResponse {
+    StatusResponse {
+        node_id: name.to_string(),
+        role,
+        epoch,
+        fenced: false,
+        offsets: rstore_node::admin::Offsets::default(),
+        leader: leader.map(str::to_string),
+        followers: Vec::new(),
+        mode: rstore_node::admin::ReplicationMode::SemiSync,
+        degraded: false,
+        link: None,
+        snapshot_progress: None,
+        digest: None,
+        keys: 0,
+        last_log_epoch: epoch,
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Node {
     role: Role,
     epoch: u64,
+    /// Epoch of the last record in the log.
+    log_epoch: u64,
     leader: Option<String>,
     fenced: bool,
     down: bool,
@@ -43,12 +63,25 @@ impl FakeNodes {
             Node {
                 role: Role::Idle,
                 epoch: 0,
+                log_epoch: 0,
                 leader: None,
                 fenced: false,
                 down: false,
                 fail_promote: None,
             },
         );
+    }
+
+    /// The process restarted: a former leader comes back idle (it never
+    /// promotes itself), keeping its epoch.
+    pub fn restart(&self, name: &str) {
+        if let Some(n) = self.nodes.lock().unwrap().get_mut(name) {
+            n.down = false;
+            n.fenced = false;
+            if n.role == Role::Leader {
+                n.role = Role::Idle;
+            }
+        }
     }
 
     pub fn set_down(&self, name: &str, down: bool) {
@@ -84,6 +117,7 @@ impl FakeNodes {
             .ok_or_else(|| Self::refused(member, "GET /status"))?;
         let mut s = status(&member.name, node.role, node.epoch, node.leader.as_deref());
         s.fenced = node.fenced;
+        s.last_log_epoch = node.log_epoch;
         if node.role == Role::Leader {
             s.followers = nodes
                 .iter()
@@ -151,11 +185,15 @@ impl NodeAdmin for FakeNodes {
                     if let Some(why) = &n.fail_promote {
                         return Err(why.clone());
                     }
-                    if epoch <= n.epoch {
-                        return Err(format!("epoch {epoch} is not above {}", n.epoch));
+                    if epoch < n.epoch || epoch <= n.log_epoch {
+                        return Err(format!(
+                            "epoch {epoch} is below {} or not above the log's {}",
+                            n.epoch, n.log_epoch
+                        ));
                     }
                     n.role = Role::Leader;
                     n.epoch = epoch;
+                    n.log_epoch = epoch;
                     n.leader = None;
                     n.fenced = false;
                     Ok(())
@@ -172,7 +210,22 @@ impl NodeAdmin for FakeNodes {
     ) -> BoxFuture<'a, Result<(), AdminError>> {
         Box::pin(async move {
             let call = format!("follow {} {leader_repl_addr} {epoch}", member.name);
+            // Following streams the leader's history: its log epoch comes along.
+            let leader_name = leader_repl_addr
+                .split(['.', ':'])
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let leader_log_epoch = self
+                .nodes
+                .lock()
+                .unwrap()
+                .get(&leader_name)
+                .map(|l| l.log_epoch);
             self.mutate(member, "POST /follow", call, |n| {
+                if let Some(e) = leader_log_epoch {
+                    n.log_epoch = n.log_epoch.max(e);
+                }
                 if epoch < n.epoch {
                     return Err(format!("epoch {epoch} is older than {}", n.epoch));
                 }

@@ -1,103 +1,346 @@
-//! Member coordination through the nodes' admin API: probe every member,
-//! decide (pure, [`decide`]), act, probe again, and report member statuses
-//! and the role labels pods should carry. Kubernetes-free: it takes members
-//! and a [`NodeAdmin`], so the local mode and the failover logic reuse it,
-//! and tests drive it with fake nodes.
+//! The drivers' shared half: probe members, count their failed probes, and
+//! carry out the failover brain's plans ([`crate::brain`]) through the
+//! nodes' admin API and a [`Driver`] (the Kubernetes controller or local
+//! mode) that records state, moves role labels and publishes events.
+//!
+//! One pass ([`run_pass`]): build an observation, decide, record the
+//! decision *before* acting on it, take the steps, re-probe the members
+//! they touched, decide again, until the brain has nothing left to do now.
+//! An operator that dies anywhere in a pass resumes from what it recorded.
 
 pub mod admin;
-pub mod decide;
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures::future::join_all;
+use futures::future::{BoxFuture, join_all};
+use rstore_node::admin::{Role, StatusResponse};
 
 pub use admin::{HttpNodeAdmin, Member, NodeAdmin};
-pub use decide::{Decision, Previous, Probe, Step, decide, desired_labels};
 
+use crate::brain::{
+    self, Event, FailoverRecord, LastSeen, MemberView, Observation, Plan, Presence, Recorded,
+    RoleLabel, Settings, Step,
+};
 use crate::crd::MemberStatus;
-use rstore_node::admin::Role;
 
-/// An admin call that was made, for events and logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Done {
-    pub step: Step,
-    /// `Err` carries the node's error text.
-    pub result: Result<(), String>,
+/// Most decisions one pass makes (a whole failover needs about six).
+const MAX_ROUNDS: usize = 24;
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }
 
-/// Everything one coordination pass learned and did.
-#[derive(Debug, Clone)]
-pub struct Report {
-    pub decision: Decision,
-    pub done: Vec<Done>,
-    /// Members as probed after the steps, sorted by ordinal.
-    pub members: Vec<MemberStatus>,
-    /// Role label per pod (`None`: no label).
-    pub labels: BTreeMap<String, Option<&'static str>>,
+/// What the driver does besides the admin calls.
+pub trait Driver: Send + Sync {
+    /// Record `plan.record` durably; called before any of its steps.
+    fn persist<'a>(
+        &'a self,
+        plan: &'a Plan,
+        members: &'a [MemberStatus],
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// Put `role` on `member` (or take its label off).
+    fn label<'a>(
+        &'a self,
+        member: &'a Member,
+        role: Option<RoleLabel>,
+    ) -> BoxFuture<'a, Result<(), String>>;
+    /// Publish and log one of the brain's events.
+    fn event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, ()>;
 }
 
-impl Report {
-    /// The first failed step, if any.
-    pub fn first_failure(&self) -> Option<&Done> {
-        self.done.iter().find(|d| d.result.is_err())
+/// Consecutive failed probes and the last good probe, per member.
+#[derive(Debug, Default, Clone)]
+pub struct ProbeTracker {
+    tracks: HashMap<String, Track>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Track {
+    failures: u32,
+    failing_since_ms: Option<u64>,
+    last_seen: Option<LastSeen>,
+}
+
+impl ProbeTracker {
+    /// Count one timed probe of `name`.
+    pub fn record(&mut self, name: &str, probe: &Result<StatusResponse, String>, now_ms: u64) {
+        let track = self.tracks.entry(name.to_string()).or_default();
+        match probe {
+            Ok(status) => {
+                track.failures = 0;
+                track.failing_since_ms = None;
+                track.last_seen = Some(last_seen(status));
+            }
+            Err(_) => {
+                track.failures = track.failures.saturating_add(1);
+                track.failing_since_ms.get_or_insert(now_ms);
+            }
+        }
+    }
+
+    /// A member seen answering outside the timer (after a step).
+    fn seen(&mut self, name: &str, status: &StatusResponse) {
+        let track = self.tracks.entry(name.to_string()).or_default();
+        track.last_seen = Some(last_seen(status));
+    }
+
+    /// Forget members that no longer exist.
+    pub fn retain(&mut self, names: &[&str]) {
+        self.tracks.retain(|k, _| names.contains(&k.as_str()));
+    }
+
+    pub fn failures(&self, name: &str) -> u32 {
+        self.tracks.get(name).map_or(0, |t| t.failures)
     }
 }
 
-/// Probe every member concurrently.
-pub async fn probe_all(admin: &dyn NodeAdmin, members: &[Member]) -> Vec<Probe> {
+fn last_seen(status: &StatusResponse) -> LastSeen {
+    LastSeen {
+        epoch: status.epoch,
+        committed: status.offsets.committed,
+        appended: status.offsets.appended,
+    }
+}
+
+/// Probe every member concurrently, each within `timeout`.
+pub async fn probe_all(
+    admin: &dyn NodeAdmin,
+    members: &[Member],
+    timeout: std::time::Duration,
+) -> Vec<Result<StatusResponse, String>> {
     join_all(members.iter().map(|member| async move {
-        Probe {
-            member: member.clone(),
-            status: admin.status(member).await.map_err(|e| e.to_string()),
+        if member.presence != Presence::Running {
+            return Err("not running".to_string());
+        }
+        match tokio::time::timeout(timeout, admin.status(member)).await {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
         }
     }))
     .await
 }
 
-/// One pass: probe, decide, act, re-probe when something was done.
-pub async fn coordinate(
+/// An admin call or label change that was made, for events, metrics and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Done {
+    pub step: Step,
+    /// `Err` carries the node's (or API's) error text.
+    pub result: Result<(), String>,
+}
+
+/// What one pass saw and did.
+#[derive(Debug, Clone)]
+pub struct PassOutcome {
+    /// The last decision (nothing left to do now, or why not).
+    pub plan: Plan,
+    pub done: Vec<Done>,
+    /// Members as last probed, by ordinal.
+    pub members: Vec<MemberStatus>,
+    /// Failovers that completed during the pass.
+    pub completed: Vec<FailoverRecord>,
+    /// Set when recording failed: nothing after it was done.
+    pub persist_error: Option<String>,
+}
+
+/// Everything a pass starts from.
+pub struct PassInput<'a> {
+    pub settings: Settings,
+    pub members: Vec<Member>,
+    /// This tick's probes, one per member (from [`probe_all`]).
+    pub probes: Vec<Result<StatusResponse, String>>,
+    pub recorded: Recorded,
+    pub switchover_to: Option<String>,
+    pub tracker: &'a mut ProbeTracker,
+}
+
+/// One pass: decide, record, act, re-probe, decide again.
+pub async fn run_pass(
     admin: &dyn NodeAdmin,
-    members: &[Member],
-    desired_replicas: i32,
-    previous: &Previous,
-) -> Report {
-    let mut probes = probe_all(admin, members).await;
-    let decision = decide(&probes, desired_replicas, previous);
-    let done = execute(admin, members, &decision.steps).await;
-    if !done.is_empty() {
-        probes = probe_all(admin, members).await;
+    driver: &dyn Driver,
+    input: PassInput<'_>,
+) -> PassOutcome {
+    let PassInput {
+        settings,
+        mut members,
+        mut probes,
+        mut recorded,
+        switchover_to,
+        tracker,
+    } = input;
+    let mut done = Vec::new();
+    let mut completed = Vec::new();
+    let mut plan;
+    let mut rounds = 0;
+    loop {
+        rounds += 1;
+        let obs = observation(
+            &settings,
+            &members,
+            &probes,
+            &recorded,
+            &switchover_to,
+            tracker,
+        );
+        plan = brain::decide(&obs);
+        if plan.record != recorded {
+            let statuses = member_statuses(&members, &probes, &plan);
+            if let Err(err) = driver.persist(&plan, &statuses).await {
+                tracing::warn!(%err, "cannot record the failover state; not acting on it");
+                return PassOutcome {
+                    members: statuses,
+                    plan,
+                    done,
+                    completed,
+                    persist_error: Some(err),
+                };
+            }
+            recorded = plan.record.clone();
+        }
+        for event in &plan.events {
+            driver.event(event).await;
+        }
+        if let Some(record) = &plan.completed {
+            completed.push(record.clone());
+        }
+        if plan.steps.is_empty() || rounds >= MAX_ROUNDS {
+            break;
+        }
+        let touched = execute(admin, driver, &mut members, &plan.steps, &mut done).await;
+        // Fresh observations of every member a step touched.
+        let again = join_all(touched.iter().map(|&i| admin.status(&members[i]))).await;
+        for (i, result) in touched.into_iter().zip(again) {
+            let result = result.map_err(|e| e.to_string());
+            if let Ok(status) = &result {
+                tracker.seen(&members[i].name, status);
+            }
+            probes[i] = result;
+        }
     }
-    let labels = desired_labels(&probes, decision.leader.as_deref(), decision.epoch);
-    let members = member_statuses(&probes, &labels, decision.leader.as_deref());
-    Report {
-        decision,
+    PassOutcome {
+        members: member_statuses(&members, &probes, &plan),
+        plan,
         done,
-        members,
-        labels,
+        completed,
+        persist_error: None,
     }
 }
 
-/// Run `steps` in order; a failed promotion stops the follows that need it.
-async fn execute(admin: &dyn NodeAdmin, members: &[Member], steps: &[Step]) -> Vec<Done> {
-    let mut done = Vec::new();
+fn observation(
+    settings: &Settings,
+    members: &[Member],
+    probes: &[Result<StatusResponse, String>],
+    recorded: &Recorded,
+    switchover_to: &Option<String>,
+    tracker: &ProbeTracker,
+) -> Observation {
+    Observation {
+        now_ms: now_ms(),
+        settings: settings.clone(),
+        members: members
+            .iter()
+            .zip(probes)
+            .map(|(m, probe)| {
+                let track = tracker.tracks.get(&m.name).cloned().unwrap_or_default();
+                MemberView {
+                    name: m.name.clone(),
+                    ordinal: m.ordinal,
+                    repl_addr: m.repl_addr.clone(),
+                    presence: m.presence,
+                    probe: probe.clone(),
+                    failures: track.failures,
+                    failing_since_ms: track.failing_since_ms,
+                    last_seen: track.last_seen,
+                    label: m.role_label,
+                }
+            })
+            .collect(),
+        recorded: recorded.clone(),
+        switchover_to: switchover_to.clone(),
+    }
+}
+
+/// Take `steps` in order, fences of one batch together; returns the
+/// indexes of members whose admin state a successful step changed.
+async fn execute(
+    admin: &dyn NodeAdmin,
+    driver: &dyn Driver,
+    members: &mut [Member],
+    steps: &[Step],
+    done: &mut Vec<Done>,
+) -> Vec<usize> {
+    let names: Vec<String> = members.iter().map(|m| m.name.clone()).collect();
+    let index = |name: &str| names.iter().position(|m| m == name);
+    let mut touched = Vec::new();
+    // Fences go out together: a dead member must not delay the others.
+    let fences: Vec<(usize, u64)> = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Fence { member, epoch } => index(member).map(|i| (i, *epoch)),
+            _ => None,
+        })
+        .collect();
+    let results = join_all(
+        fences
+            .iter()
+            .map(|&(i, epoch)| admin.fence(&members[i], epoch)),
+    )
+    .await;
+    for ((i, epoch), result) in fences.into_iter().zip(results) {
+        let result = result.map(|_| ()).map_err(|e| e.to_string());
+        log_step(&members[i].name, "fence", epoch, &result);
+        if result.is_ok() {
+            touched.push(i);
+        }
+        done.push(Done {
+            step: Step::Fence {
+                member: members[i].name.clone(),
+                epoch,
+            },
+            result,
+        });
+    }
     for step in steps {
-        let name = match step {
-            Step::Promote { member, .. } | Step::Follow { member, .. } => member,
-        };
-        let Some(member) = members.iter().find(|m| &m.name == name) else {
+        let Some(i) = index(step.member()) else {
             continue;
         };
         let result = match step {
-            Step::Promote { epoch, .. } => admin.promote(member, *epoch).await,
+            Step::Fence { .. } => continue,
+            Step::Promote { epoch, .. } => admin
+                .promote(&members[i], *epoch)
+                .await
+                .map_err(|e| e.to_string()),
             Step::Follow {
                 leader_addr, epoch, ..
-            } => admin.follow(member, leader_addr, *epoch).await,
-        }
-        .map_err(|e| e.to_string());
+            } => admin
+                .follow(&members[i], leader_addr, *epoch)
+                .await
+                .map_err(|e| e.to_string()),
+            Step::Label { role, .. } => {
+                let result = driver.label(&members[i], *role).await;
+                if result.is_ok() {
+                    members[i].role_label = *role;
+                }
+                result
+            }
+        };
         let failed_promotion = matches!(step, Step::Promote { .. }) && result.is_err();
-        match &result {
-            Ok(()) => tracing::info!(?step, "member coordinated"),
-            Err(err) => tracing::warn!(?step, %err, "member coordination failed"),
+        match (step, &result) {
+            (Step::Label { role, .. }, Ok(())) => {
+                tracing::info!(member = %members[i].name, role = role.map_or("none", RoleLabel::as_str), "relabelled");
+            }
+            (Step::Label { .. }, Err(err)) => {
+                tracing::warn!(member = %members[i].name, %err, "relabel failed");
+            }
+            (_, Ok(())) => {
+                tracing::info!(?step, "member coordinated");
+                touched.push(i);
+            }
+            (_, Err(err)) => tracing::warn!(?step, %err, "member coordination failed"),
         }
         done.push(Done {
             step: step.clone(),
@@ -107,30 +350,43 @@ async fn execute(admin: &dyn NodeAdmin, members: &[Member], steps: &[Step]) -> V
             break;
         }
     }
-    done
+    touched.sort_unstable();
+    touched.dedup();
+    touched
 }
 
-fn member_statuses(
-    probes: &[Probe],
-    labels: &BTreeMap<String, Option<&'static str>>,
-    leader: Option<&str>,
+fn log_step(member: &str, what: &str, epoch: u64, result: &Result<(), String>) {
+    match result {
+        Ok(()) => tracing::info!(%member, epoch, "{what} done"),
+        Err(err) => tracing::warn!(%member, epoch, %err, "{what} failed"),
+    }
+}
+
+/// Per-member status for the resource (or `cluster.json`), by ordinal.
+pub fn member_statuses(
+    members: &[Member],
+    probes: &[Result<StatusResponse, String>],
+    plan: &Plan,
 ) -> Vec<MemberStatus> {
-    let leader_status = leader
-        .and_then(|name| probes.iter().find(|p| p.member.name == name))
-        .and_then(|p| p.status.as_ref().ok());
-    let mut out: Vec<(i32, MemberStatus)> = probes
+    let leader_status = plan
+        .leader()
+        .and_then(|name| members.iter().position(|m| m.name == name))
+        .and_then(|i| probes[i].as_ref().ok());
+    let mut out: Vec<(i32, MemberStatus)> = members
         .iter()
-        .map(|p| {
-            let in_role = labels.get(&p.member.name).copied().flatten().is_some();
+        .zip(probes)
+        .map(|(m, probe)| {
+            let in_role = m.role_label.is_some();
             let mut status = MemberStatus {
-                name: p.member.name.clone(),
+                name: m.name.clone(),
                 role: "unknown".to_string(),
-                ready: p.member.pod_ready && in_role,
+                ready: m.pod_ready && in_role,
                 ..MemberStatus::default()
             };
-            match &p.status {
+            match probe {
                 Ok(s) => {
                     status.role = match s.role {
+                        Role::Leader if s.fenced => "fenced",
                         Role::Leader => "leader",
                         Role::Follower => "follower",
                         Role::Idle => "idle",
@@ -138,21 +394,21 @@ fn member_statuses(
                     .to_string();
                     status.epoch = to_i64(s.epoch);
                     status.offset = to_i64(s.offsets.applied);
-                    if let Some(f) = leader_status
-                        .and_then(|l| l.followers.iter().find(|f| f.node_id == p.member.name))
+                    if let Some(f) =
+                        leader_status.and_then(|l| l.followers.iter().find(|f| f.node_id == m.name))
                     {
                         status.lag_bytes = Some(to_i64(f.lag_bytes));
                         status.lag_ms = Some(to_i64(f.lag_ms));
                     }
-                    if !p.member.pod_ready {
-                        status.message = Some("pod is not ready".to_string());
+                    if !m.pod_ready {
+                        status.message = Some("not ready".to_string());
                     } else if !in_role {
                         status.message = Some("not yet following the leader".to_string());
                     }
                 }
                 Err(err) => status.message = Some(err.clone()),
             }
-            (p.member.ordinal, status)
+            (m.ordinal, status)
         })
         .collect();
     out.sort_by_key(|(ordinal, _)| *ordinal);
@@ -170,22 +426,110 @@ pub(crate) mod fake;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::decide::tests::member;
+    use std::sync::Mutex;
+
     use super::fake::FakeNodes;
     use super::*;
 
+    /// A driver that keeps what it was told.
+    #[derive(Default)]
+    pub struct Recorder {
+        pub records: Mutex<Vec<Recorded>>,
+        pub labels: Mutex<Vec<(String, Option<RoleLabel>)>>,
+        pub events: Mutex<Vec<String>>,
+        pub fail_persist: Mutex<bool>,
+    }
+
+    impl Driver for Recorder {
+        fn persist<'a>(
+            &'a self,
+            plan: &'a Plan,
+            _members: &'a [MemberStatus],
+        ) -> BoxFuture<'a, Result<(), String>> {
+            Box::pin(async move {
+                if *self.fail_persist.lock().unwrap() {
+                    return Err("status write refused".to_string());
+                }
+                self.records.lock().unwrap().push(plan.record.clone());
+                Ok(())
+            })
+        }
+        fn label<'a>(
+            &'a self,
+            member: &'a Member,
+            role: Option<RoleLabel>,
+        ) -> BoxFuture<'a, Result<(), String>> {
+            Box::pin(async move {
+                self.labels
+                    .lock()
+                    .unwrap()
+                    .push((member.name.clone(), role));
+                Ok(())
+            })
+        }
+        fn event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, ()> {
+            Box::pin(async move {
+                self.events
+                    .lock()
+                    .unwrap()
+                    .push(event.reason.as_str().to_string());
+            })
+        }
+    }
+
+    pub fn member(i: i32) -> Member {
+        Member {
+            name: format!("rs-{i}"),
+            ordinal: i,
+            admin_addr: format!("rs-{i}:8080"),
+            repl_addr: format!("rs-{i}:7379"),
+            pod_ready: true,
+            role_label: None,
+            presence: Presence::Running,
+        }
+    }
+
+    async fn pass(
+        nodes: &FakeNodes,
+        driver: &Recorder,
+        members: &[Member],
+        recorded: &Recorded,
+        tracker: &mut ProbeTracker,
+    ) -> PassOutcome {
+        let probes = probe_all(nodes, members, std::time::Duration::from_secs(1)).await;
+        for (m, p) in members.iter().zip(&probes) {
+            tracker.record(&m.name, p, now_ms());
+        }
+        run_pass(
+            nodes,
+            driver,
+            PassInput {
+                settings: Settings::default(),
+                members: members.to_vec(),
+                probes,
+                recorded: recorded.clone(),
+                switchover_to: None,
+                tracker,
+            },
+        )
+        .await
+    }
+
     #[tokio::test]
-    async fn fresh_cluster_gets_a_leader_and_followers() {
+    async fn a_pass_bootstraps_labels_and_records_before_acting() {
         let nodes = FakeNodes::idle(3);
-        let members: Vec<Member> = (0..3).map(member).collect();
-        let report = coordinate(&nodes, &members, 3, &Previous::default()).await;
-        assert_eq!(report.decision.leader.as_deref(), Some("rs-0"));
-        assert_eq!(report.done.len(), 3);
-        assert!(report.first_failure().is_none());
-        assert_eq!(report.labels["rs-0"], Some("leader"));
-        assert_eq!(report.labels["rs-2"], Some("follower"));
-        assert!(report.members.iter().all(|m| m.ready && m.epoch == 1));
-        assert_eq!(report.members[1].lag_bytes, Some(0));
+        let driver = Recorder::default();
+        let mut members: Vec<Member> = (0..3).map(member).collect();
+        let mut tracker = ProbeTracker::default();
+        let out = pass(
+            &nodes,
+            &driver,
+            &members,
+            &Recorded::default(),
+            &mut tracker,
+        )
+        .await;
+        assert_eq!(out.plan.leader(), Some("rs-0"));
         assert_eq!(
             nodes.calls(),
             [
@@ -194,56 +538,114 @@ mod tests {
                 "follow rs-2 rs-0:7379 1"
             ]
         );
+        // The record naming the leader was written before the promotion.
+        assert_eq!(
+            driver.records.lock().unwrap()[0].leader.as_deref(),
+            Some("rs-0")
+        );
+        assert_eq!(driver.labels.lock().unwrap().len(), 3);
+        assert!(out.members.iter().all(|m| m.epoch == 1));
 
-        // Second pass: nothing to do.
-        let again = coordinate(
-            &nodes,
-            &members,
-            3,
-            &Previous {
-                leader: Some("rs-0".into()),
-                epoch: 1,
-            },
-        )
-        .await;
+        // The next pass, from what this one recorded and labelled, is quiet.
+        for m in &mut members {
+            m.role_label = driver
+                .labels
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(n, _)| *n == m.name)
+                .and_then(|(_, r)| *r);
+        }
+        let again = pass(&nodes, &driver, &members, &out.plan.record, &mut tracker).await;
         assert!(again.done.is_empty());
         assert_eq!(nodes.calls().len(), 3);
     }
 
     #[tokio::test]
-    async fn failed_promotion_stops_the_follows() {
+    async fn nothing_is_done_when_the_decision_cannot_be_recorded() {
         let nodes = FakeNodes::idle(2);
-        nodes.fail_promote("rs-0", "disk full");
+        let driver = Recorder::default();
+        *driver.fail_persist.lock().unwrap() = true;
         let members: Vec<Member> = (0..2).map(member).collect();
-        let report = coordinate(&nodes, &members, 2, &Previous::default()).await;
-        assert_eq!(report.done.len(), 1);
-        assert!(
-            report
-                .first_failure()
-                .unwrap()
-                .result
-                .as_ref()
-                .unwrap_err()
-                .contains("disk full")
-        );
-        assert!(report.labels.values().all(Option::is_none));
+        let mut tracker = ProbeTracker::default();
+        let out = pass(
+            &nodes,
+            &driver,
+            &members,
+            &Recorded::default(),
+            &mut tracker,
+        )
+        .await;
+        assert!(out.persist_error.unwrap().contains("refused"));
+        assert!(nodes.calls().is_empty());
     }
 
     #[tokio::test]
-    async fn unreachable_member_is_reported() {
+    async fn a_failed_promotion_stops_the_follows() {
         let nodes = FakeNodes::idle(2);
-        nodes.set_down("rs-1", true);
+        nodes.fail_promote("rs-0", "disk full");
+        let driver = Recorder::default();
         let members: Vec<Member> = (0..2).map(member).collect();
-        let report = coordinate(&nodes, &members, 2, &Previous::default()).await;
-        assert!(report.done.is_empty());
-        assert_eq!(report.members[1].role, "unknown");
+        let mut tracker = ProbeTracker::default();
+        let out = pass(
+            &nodes,
+            &driver,
+            &members,
+            &Recorded::default(),
+            &mut tracker,
+        )
+        .await;
+        let failure = out.done.iter().find(|d| d.result.is_err()).unwrap();
+        assert!(failure.result.as_ref().unwrap_err().contains("disk full"));
+        assert!(!nodes.calls().iter().any(|c| c.starts_with("follow")));
+    }
+
+    #[tokio::test]
+    async fn a_dead_leader_is_failed_over_across_passes_fed_by_their_own_records() {
+        let nodes = FakeNodes::idle(3);
+        let driver = Recorder::default();
+        let mut members: Vec<Member> = (0..3).map(member).collect();
+        let mut tracker = ProbeTracker::default();
+        let mut recorded = Recorded::default();
+        for _ in 0..2 {
+            let out = pass(&nodes, &driver, &members, &recorded, &mut tracker).await;
+            recorded = out.plan.record;
+            for m in &mut members {
+                m.role_label = driver
+                    .labels
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| *n == m.name)
+                    .and_then(|(_, r)| *r);
+            }
+        }
+        nodes.set_down("rs-0", true);
+        let mut passes = 0;
+        while recorded.last_failover.is_none() {
+            passes += 1;
+            assert!(passes < 10, "no failover after {passes} passes");
+            let out = pass(&nodes, &driver, &members, &recorded, &mut tracker).await;
+            assert!(
+                out.plan.record.leader.is_some(),
+                "the leader is never forgotten"
+            );
+            recorded = out.plan.record;
+        }
+        assert_eq!(passes, 3, "three failed probes, then the failover");
+        assert_eq!(recorded.leader.as_deref(), Some("rs-1"));
+        assert_eq!(recorded.epoch, 2);
         assert!(
-            report.members[1]
-                .message
-                .as_ref()
-                .unwrap()
-                .contains("refused")
+            driver.events.lock().unwrap().ends_with(
+                &[
+                    "FailoverStarted",
+                    "LeaderFenced",
+                    "Promoted",
+                    "FailoverCompleted"
+                ]
+                .map(String::from)
+            )
         );
-        assert!(report.decision.waiting.unwrap().contains("rs-1"));
     }
 }

@@ -1,0 +1,307 @@
+//! Planned switchover against real processes: a fenced leader accepts no
+//! write and acknowledges none, yet keeps streaming the records it already
+//! has to the followers already connected, so the operator can wait for its
+//! target to hold the whole log before promoting it (zero loss). New
+//! followers are refused while it is fenced.
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{DEADLINE, Node, Reply, err_text, wait_for};
+
+/// The leader drops a follower it has not heard from for 5 s; pauses stay
+/// well below that so the stream under test survives them.
+const MAX_PAUSE: Duration = Duration::from_secs(4);
+
+fn offset(status: &serde_json::Value, field: &str) -> u64 {
+    status["offsets"][field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("offsets.{field} in {status}"))
+}
+
+/// A follower of `leader` with these extra flags, once its link is up.
+fn follower(leader: &Node, node_id: &str, extra: &[&str]) -> Node {
+    let repl = leader.addrs.repl.to_string();
+    let mut args = vec!["--follow", repl.as_str(), "--fsync", "never"];
+    args.extend_from_slice(extra);
+    let node = Node::start_named(node_id, &args);
+    wait_for("the follower link to come up", DEADLINE, || {
+        (node.status()["link"] == "up").then_some(())
+    });
+    node
+}
+
+fn post(node: &Node, path: &str, body: &str) -> serde_json::Value {
+    let r = node.http("POST", path, Some(body));
+    assert_eq!(r.status, 200, "POST {path} {body}: {}", r.body);
+    r.json()
+}
+
+fn digest(node: &Node) -> String {
+    let r = node.http("GET", "/status?digest=1", None);
+    r.json()["digest"].as_str().unwrap().to_string()
+}
+
+fn get(node: &Node, key: &str) -> Reply {
+    node.raw().cmd_str(&["GET", key])
+}
+
+#[test]
+fn a_fenced_leader_streams_its_whole_log_to_connected_followers_and_refuses_new_ones() {
+    let leader = Node::start_named("leader", &["--role", "leader", "--fsync", "never"]);
+    let target = follower(&leader, "target", &[]);
+    let mut c = leader.client();
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
+    let end = offset(&leader.status(), "appended");
+    wait_for("the target to catch up", DEADLINE, || {
+        (offset(&target.status(), "appended") == end).then_some(())
+    });
+
+    // The target stalls while the leader takes a backlog larger than the
+    // socket buffers between them: at the fence most of it exists only in
+    // the leader's log.
+    target.pause();
+    let paused_at = Instant::now();
+    let value = vec![b'v'; 64 << 10];
+    for chunk in 0..4 {
+        let mut pipe = redis::pipe();
+        for i in 0..64 {
+            pipe.cmd("SET")
+                .arg(format!("big{}", chunk * 64 + i))
+                .arg(&value)
+                .ignore();
+        }
+        pipe.query::<()>(&mut c).unwrap();
+    }
+    let fence = post(&leader, "/fence", r#"{"epoch": 2}"#);
+    assert_eq!(fence["epoch"], 2, "{fence}");
+    assert_eq!(fence["last_epoch"], 1, "{fence}");
+    let last = fence["last_offset"].as_u64().unwrap();
+    let st = leader.status();
+    assert_eq!(offset(&st, "appended"), last, "{st}");
+    assert_eq!(st["fenced"], true, "{st}");
+    let acked = st["followers"][0]["received"].as_u64().unwrap();
+    assert!(
+        last - acked > 12 << 20,
+        "the target was not behind at the fence (acked {acked} of {last}): the test proves nothing"
+    );
+
+    // The fenced leader takes no write.
+    let mut raw = leader.raw();
+    match raw.cmd_str(&["SET", "after-fence", "1"]) {
+        Reply::Error(e) => assert!(e.starts_with("FENCED"), "{e}"),
+        other => panic!("write on a fenced leader: {other:?}"),
+    }
+
+    target.resume();
+    let paused = paused_at.elapsed();
+    assert!(
+        paused < MAX_PAUSE,
+        "the target was paused {paused:?}: the leader may have dropped it (machine too slow)"
+    );
+    // Everything the leader had at the fence reaches the target, nothing more.
+    wait_for(
+        "the target to hold the fenced leader's log",
+        DEADLINE,
+        || (offset(&target.status(), "appended") >= last).then_some(()),
+    );
+    let ts = target.status();
+    assert_eq!(offset(&ts, "appended"), last, "{ts}");
+    assert_eq!(ts["last_log_epoch"], 1, "{ts}");
+    assert_eq!(ts["link"], "up", "heartbeats keep the link up: {ts}");
+    wait_for("the leader to see the target's ack", DEADLINE, || {
+        (leader.status()["followers"][0]["received"].as_u64() == Some(last)).then_some(())
+    });
+    wait_for("the target to apply the log", DEADLINE, || {
+        (offset(&target.status(), "applied") == last).then_some(())
+    });
+    assert_eq!(digest(&target), digest(&leader));
+    assert_eq!(
+        offset(&leader.status(), "appended"),
+        last,
+        "nothing new logged"
+    );
+
+    // A follower that arrives now is refused: the fenced leader only
+    // finishes what it started.
+    let late = Node::start_named(
+        "late",
+        &[
+            "--follow",
+            &leader.addrs.repl.to_string(),
+            "--fsync",
+            "never",
+        ],
+    );
+    wait_for(
+        "the fenced leader to refuse a new follower",
+        DEADLINE,
+        || late.stderr().contains("NOTLEADER").then_some(()),
+    );
+    let ls = late.status();
+    assert_eq!(offset(&ls, "appended"), 0, "{ls}");
+    assert_ne!(ls["link"], "up", "{ls}");
+    let st = leader.status();
+    assert_eq!(st["followers"].as_array().unwrap().len(), 1, "{st}");
+    assert_eq!(st["followers"][0]["node_id"], "target", "{st}");
+
+    // The switchover completes: promote the target, repoint the old leader.
+    // Nothing diverged, so nothing is cut.
+    let promoted = post(&target, "/promote", r#"{"epoch": 2}"#);
+    assert_eq!(promoted["role"], "leader", "{promoted}");
+    let repl = target.addrs.repl.to_string();
+    post(
+        &leader,
+        "/follow",
+        &format!(r#"{{"leader": "{repl}", "epoch": 2}}"#),
+    );
+    let mut tc = target.client();
+    let _: () = redis::cmd("SET")
+        .arg("after-switch")
+        .arg("1")
+        .query(&mut tc)
+        .unwrap();
+    let end = offset(&target.status(), "appended");
+    wait_for("the old leader to follow the new one", DEADLINE, || {
+        (offset(&leader.status(), "applied") == end).then_some(())
+    });
+    assert_eq!(get(&leader, "after-switch"), Reply::Bulk(b"1".to_vec()));
+    assert_eq!(get(&target, "big255"), Reply::Bulk(value));
+    assert_eq!(digest(&target), digest(&leader));
+    assert!(
+        !leader.stderr().contains("truncating"),
+        "the old leader cut its log:\n{}",
+        leader.stderr()
+    );
+}
+
+#[test]
+fn a_write_waiting_when_its_leader_is_fenced_is_indeterminate_and_stays_invisible_there() {
+    let semi_sync = [
+        "--replication-mode",
+        "semi-sync",
+        "--sync-replicas",
+        "1",
+        "--sync-timeout",
+        "20000",
+    ];
+    let mut flags = vec!["--role", "leader", "--fsync", "never"];
+    flags.extend_from_slice(&semi_sync);
+    let leader = Node::start_named("leader", &flags);
+    let target = follower(&leader, "target", &semi_sync);
+    let mut c = leader.client();
+    let _: () = redis::cmd("SET")
+        .arg("before")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    let committed = offset(&leader.status(), "committed");
+
+    // The target stalls, so the next write waits for its ack ...
+    target.pause();
+    let paused_at = Instant::now();
+    let writer = std::thread::spawn(move || {
+        redis::cmd("SET")
+            .arg("pending")
+            .arg("x")
+            .query::<()>(&mut c)
+            .map_err(|e| err_text(&e))
+    });
+    wait_for("the write to be logged", DEADLINE, || {
+        (offset(&leader.status(), "appended") > committed).then_some(())
+    });
+    // ... and the fence answers it: indeterminate, never OK.
+    let fence = post(&leader, "/fence", r#"{"epoch": 2}"#);
+    let last = fence["last_offset"].as_u64().unwrap();
+    assert!(last > committed, "{fence}");
+    let answer = writer.join().unwrap();
+    let err = answer.expect_err("a fenced leader acknowledged a write");
+    assert!(
+        err.starts_with("FENCED") && err.contains("indeterminate"),
+        "{err}"
+    );
+
+    target.resume();
+    let paused = paused_at.elapsed();
+    assert!(
+        paused < MAX_PAUSE,
+        "the target was paused {paused:?}: the leader may have dropped it (machine too slow)"
+    );
+    // The record still reaches the target, which acknowledges it to the
+    // fenced leader ...
+    wait_for(
+        "the fenced leader to see the target's ack",
+        DEADLINE,
+        || (leader.status()["followers"][0]["received"].as_u64() == Some(last)).then_some(()),
+    );
+    // ... but the fenced leader's commit stays where the fence left it:
+    // the write becomes visible neither there nor on the target.
+    let st = leader.status();
+    assert_eq!(offset(&st, "committed"), committed, "{st}");
+    assert_eq!(get(&leader, "pending"), Reply::Nil);
+    // `appended` is the end of the local log, received records included
+    // before they are committed or applied.
+    let ts = target.status();
+    assert_eq!(offset(&ts, "appended"), last, "{ts}");
+    assert!(offset(&ts, "applied") < last, "{ts}");
+    assert!(offset(&ts, "committed") <= committed, "{ts}");
+    assert_eq!(ts["last_log_epoch"], 1, "{ts}");
+    assert_eq!(get(&target, "pending"), Reply::Nil);
+
+    // Promoted, the target makes its whole log history: an indeterminate
+    // write may land, and here it does.
+    let promoted = post(&target, "/promote", r#"{"epoch": 2}"#);
+    assert_eq!(promoted["last_log_epoch"], 2, "{promoted}");
+    assert_eq!(get(&target, "pending"), Reply::Bulk(b"x".to_vec()));
+    assert_eq!(get(&target, "before"), Reply::Bulk(b"1".to_vec()));
+}
+
+#[test]
+fn a_fenced_leader_promoted_again_makes_its_followers_reconnect_and_count() {
+    let semi_sync = [
+        "--replication-mode",
+        "semi-sync",
+        "--sync-replicas",
+        "1",
+        "--sync-timeout",
+        "5000",
+    ];
+    let mut flags = vec!["--role", "leader", "--fsync", "never"];
+    flags.extend_from_slice(&semi_sync);
+    let leader = Node::start_named("leader", &flags);
+    let target = follower(&leader, "target", &semi_sync);
+    let mut c = leader.client();
+    let _: () = redis::cmd("SET")
+        .arg("before")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+
+    // The operator calls the switchover off: the fenced leader leads again,
+    // at a new epoch. Its promotion forgets the follower table, so the
+    // stream opened under epoch 1 ends and the follower handshakes again;
+    // otherwise its acks would count for nothing and writes would time out.
+    post(&leader, "/fence", r#"{"epoch": 2}"#);
+    let promoted = post(&leader, "/promote", r#"{"epoch": 3}"#);
+    assert_eq!(promoted["role"], "leader", "{promoted}");
+    wait_for("the follower to be registered again", DEADLINE, || {
+        let st = leader.status();
+        (st["followers"].as_array().unwrap().len() == 1).then_some(())
+    });
+    let mut c = leader.client();
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("2")
+        .query(&mut c)
+        .unwrap_or_else(|e| panic!("semi-sync write after the re-promotion: {e}"));
+    let end = offset(&leader.status(), "appended");
+    wait_for(
+        "the follower to apply the new epoch's write",
+        DEADLINE,
+        || (offset(&target.status(), "applied") == end).then_some(()),
+    );
+    assert_eq!(target.status()["last_log_epoch"], 3);
+    assert_eq!(get(&target, "after"), Reply::Bulk(b"2".to_vec()));
+}

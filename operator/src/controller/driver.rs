@@ -1,0 +1,432 @@
+//! The Kubernetes driver of the failover brain: one task per
+//! ReplicatedStore that probes its members on its own timer (every
+//! `probePeriodMs`), wakes at once when reconcile sees a pod change (a
+//! leader pod deleted), runs [`coordination::run_pass`], records the
+//! brain's state in the resource's status (server-side apply, the whole
+//! status every time, so the leader is never dropped), moves the role
+//! labels on pods and publishes an Event per phase.
+//!
+//! Status is written only here (and by reconcile for an invalid spec), and
+//! it is read back with a consistent GET at the start of every pass, so a
+//! restarted operator resumes from exactly what the last pass wrote.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use tokio::sync::{Notify, watch};
+
+use super::{Context, members, publish, publish_about, selector_string, status};
+use crate::brain::{Event, FailoverReason, Plan, RoleLabel, Settings, Step};
+use crate::coordination::{self, Driver, Member, PassInput, ProbeTracker};
+use crate::crd::{MemberStatus, ReplicatedStore, ReplicatedStoreStatus};
+use crate::error::Error;
+use crate::labels::{self, ROLE_LABEL};
+use crate::validate::{ValidatedStore, validate};
+
+/// Annotation requesting a planned switchover to the named pod.
+pub const SWITCHOVER_ANNOTATION: &str = "rstore.dev/switchover-to";
+
+/// A running driver task.
+struct Handle {
+    spec: watch::Sender<ValidatedStore>,
+    poke: Arc<Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Driver tasks by (namespace, name).
+#[derive(Default)]
+pub struct Drivers {
+    tasks: Mutex<HashMap<(String, String), Handle>>,
+}
+
+impl Drivers {
+    /// Start the store's driver (or hand it the new spec) and wake it.
+    pub fn ensure(&self, ctx: &Arc<Context>, validated: &ValidatedStore) {
+        let key = (validated.namespace.clone(), validated.name.clone());
+        let Ok(mut tasks) = self.tasks.lock() else {
+            return;
+        };
+        if let Some(handle) = tasks.get(&key)
+            && !handle.task.is_finished()
+        {
+            handle.spec.send_if_modified(|old| {
+                let changed = old != validated;
+                if changed {
+                    *old = validated.clone();
+                }
+                changed
+            });
+            handle.poke.notify_one();
+            return;
+        }
+        let (spec, spec_rx) = watch::channel(validated.clone());
+        let poke = Arc::new(Notify::new());
+        let task = tokio::spawn(run(ctx.clone(), spec_rx, poke.clone()));
+        tasks.insert(key, Handle { spec, poke, task });
+    }
+
+    /// Stop the store's driver (the resource is being deleted).
+    pub fn stop(&self, namespace: &str, name: &str) {
+        if let Ok(mut tasks) = self.tasks.lock()
+            && let Some(handle) = tasks.remove(&(namespace.to_string(), name.to_string()))
+        {
+            handle.task.abort();
+        }
+    }
+}
+
+/// Brain settings from a validated spec.
+pub fn settings(store: &ValidatedStore) -> Settings {
+    let spec = &store.spec;
+    Settings {
+        replicas: u32::try_from(spec.replicas).unwrap_or(1),
+        mode: match spec.replication.mode {
+            crate::crd::ReplicationMode::Async => rstore_node::admin::ReplicationMode::Async,
+            crate::crd::ReplicationMode::SemiSync => rstore_node::admin::ReplicationMode::SemiSync,
+            crate::crd::ReplicationMode::Sync => rstore_node::admin::ReplicationMode::Sync,
+        },
+        sync_replicas: u32::try_from(spec.replication.sync_replicas).unwrap_or(1),
+        failure_threshold: u32::try_from(spec.failover.failure_threshold).unwrap_or(3),
+        ..Settings::default()
+    }
+}
+
+fn millis(value: i32) -> Duration {
+    Duration::from_millis(u64::try_from(value).unwrap_or(0))
+}
+
+async fn run(ctx: Arc<Context>, mut spec: watch::Receiver<ValidatedStore>, poke: Arc<Notify>) {
+    let mut tracker = ProbeTracker::default();
+    loop {
+        let validated = spec.borrow_and_update().clone();
+        let period = millis(validated.spec.failover.probe_period_ms).max(Duration::from_millis(50));
+        let busy = match pass(&ctx, &validated, &mut tracker).await {
+            Ok(Some(busy)) => busy,
+            Ok(None) => return, // the resource is gone
+            Err(err) => {
+                tracing::warn!(name = %validated.name, category = err.category(), %err, "failover pass failed");
+                ctx.metrics.error(err.category());
+                false
+            }
+        };
+        // A failover in progress is driven on a short timer.
+        let wait = if busy {
+            period.min(Duration::from_millis(100))
+        } else {
+            period
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = poke.notified() => {}
+        }
+    }
+}
+
+/// One pass; `Ok(None)` when the resource no longer exists, else whether
+/// a failover is in progress.
+pub(crate) async fn pass(
+    ctx: &Arc<Context>,
+    validated: &ValidatedStore,
+    tracker: &mut ProbeTracker,
+) -> Result<Option<bool>, Error> {
+    let name = &validated.name;
+    let namespace = &validated.namespace;
+    let stores: Api<ReplicatedStore> = Api::namespaced(ctx.client.clone(), namespace);
+    let Some(store) = stores
+        .get_opt(name)
+        .await
+        .map_err(Error::kube(format!("get {name}")))?
+    else {
+        return Ok(None);
+    };
+    if store.metadata.deletion_timestamp.is_some() {
+        return Ok(None);
+    }
+    let previous = store.status.clone().unwrap_or_default();
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), namespace);
+    let pods = pods_api
+        .list(&ListParams::default().labels(&selector_string(&labels::selector_labels(name))))
+        .await
+        .map_err(Error::kube("list member pods"))?;
+    let members = members::from_pods(name, namespace, &pods.items);
+    let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+    tracker.retain(&names);
+    let probes = coordination::probe_all(
+        ctx.admin.as_ref(),
+        &members,
+        millis(validated.spec.failover.probe_timeout_ms),
+    )
+    .await;
+    let now = coordination::now_ms();
+    for (member, probe) in members.iter().zip(&probes) {
+        tracker.record(&member.name, probe, now);
+    }
+    let switchover_to = store.annotations().get(SWITCHOVER_ANNOTATION).cloned();
+    // The spec as stored may be invalid now; the last valid one drives the
+    // brain (a failover must not wait for a typo to be fixed) and the
+    // InvalidSpec conditions stay.
+    let invalid = validate(&store, ctx.settings.default_image.as_deref()).err();
+    let driver = KubeDriver {
+        ctx: ctx.clone(),
+        store: store.clone(),
+        pods: pods_api,
+        desired_replicas: validated.replicas(),
+        last: Mutex::new(previous.clone()),
+        invalid: invalid.clone(),
+    };
+    let outcome = coordination::run_pass(
+        ctx.admin.as_ref(),
+        &driver,
+        PassInput {
+            settings: settings(validated),
+            members,
+            probes,
+            recorded: status::recorded(&previous),
+            switchover_to: switchover_to.clone(),
+            tracker,
+        },
+    )
+    .await;
+    if let Some(err) = outcome.persist_error {
+        return Err(Error::Status(err));
+    }
+    for done in &outcome.done {
+        record_action(ctx, &store, done).await;
+    }
+    for record in &outcome.completed {
+        ctx.metrics
+            .failover(record.reason.as_str(), record.total_ms as f64 / 1000.0);
+    }
+    // The final status of the pass (members and conditions move even when
+    // the brain's record does not).
+    driver
+        .write(&outcome.plan, &outcome.members)
+        .await
+        .map_err(Error::Status)?;
+    // A switchover request is done once one completed, or when it can
+    // never be carried out.
+    let switchover_done = outcome
+        .completed
+        .iter()
+        .any(|r| r.reason == FailoverReason::Switchover)
+        || outcome
+            .plan
+            .waiting
+            .as_deref()
+            .is_some_and(|w| w.contains("is not a member"))
+        || (switchover_to.is_some()
+            && switchover_to == outcome.plan.record.leader
+            && outcome.plan.record.failover.is_none());
+    if switchover_done && switchover_to.is_some() {
+        let patch = serde_json::json!({"metadata": {"annotations": {SWITCHOVER_ANNOTATION: null}}});
+        stores
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(Error::kube(format!(
+                "clear {SWITCHOVER_ANNOTATION} on {name}"
+            )))?;
+    }
+    Ok(Some(outcome.plan.record.failover.is_some()))
+}
+
+/// Events for steady-state actions and for every failed step.
+async fn record_action(ctx: &Context, store: &ReplicatedStore, done: &coordination::Done) {
+    let (action, reason, note) = match &done.step {
+        Step::Follow {
+            member,
+            leader,
+            epoch,
+            ..
+        } => (
+            "follow",
+            "Following",
+            format!("{member} follows {leader} at epoch {epoch}"),
+        ),
+        Step::Promote { member, epoch } => (
+            "promote",
+            "PromoteCalled",
+            format!("{member} promoted at epoch {epoch}"),
+        ),
+        Step::Fence { member, epoch } => (
+            "fence",
+            "Fenced",
+            format!("{member} fenced at epoch {epoch}"),
+        ),
+        Step::Label { member, role } => (
+            "label",
+            "Relabelled",
+            format!(
+                "{member} labelled {}",
+                role.map_or("none", RoleLabel::as_str)
+            ),
+        ),
+    };
+    ctx.metrics.member_action(action, done.result.is_ok());
+    let pod = done.step.member();
+    match &done.result {
+        Ok(()) if action == "follow" => {
+            publish_about(
+                ctx,
+                store,
+                Some(pod),
+                EventType::Normal,
+                reason,
+                action,
+                note,
+            )
+            .await;
+        }
+        Ok(()) => {}
+        Err(err) => {
+            publish_about(
+                ctx,
+                store,
+                Some(pod),
+                EventType::Warning,
+                &format!("{}Failed", capitalized(action)),
+                action,
+                format!("{note}: {err}"),
+            )
+            .await;
+        }
+    }
+}
+
+fn capitalized(word: &str) -> String {
+    let mut chars = word.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
+}
+
+struct KubeDriver {
+    ctx: Arc<Context>,
+    store: ReplicatedStore,
+    pods: Api<Pod>,
+    desired_replicas: i32,
+    /// The status last written (or read), for condition merging and to
+    /// skip writes that change nothing.
+    last: Mutex<ReplicatedStoreStatus>,
+    invalid: Option<crate::validate::ValidationError>,
+}
+
+impl KubeDriver {
+    async fn write(&self, plan: &Plan, members: &[MemberStatus]) -> Result<(), String> {
+        let previous = self
+            .last
+            .lock()
+            .map(|s| s.clone())
+            .map_err(|_| "status lock poisoned".to_string())?;
+        let generation = self.store.metadata.generation;
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let mut next = status::from_plan(
+            &previous,
+            self.desired_replicas,
+            plan,
+            members,
+            generation,
+            &now,
+        );
+        if let Some(err) = &self.invalid {
+            next = status::invalid(&next, err, generation, &now);
+        }
+        if next == previous {
+            return Ok(());
+        }
+        super::patch_status(
+            &self.ctx,
+            &self.store.name_any(),
+            &self.store.namespace().unwrap_or_default(),
+            &next,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        if let Ok(mut last) = self.last.lock() {
+            *last = next;
+        }
+        Ok(())
+    }
+}
+
+impl Driver for KubeDriver {
+    fn persist<'a>(
+        &'a self,
+        plan: &'a Plan,
+        members: &'a [MemberStatus],
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(self.write(plan, members))
+    }
+
+    fn label<'a>(
+        &'a self,
+        member: &'a Member,
+        role: Option<RoleLabel>,
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let patch = serde_json::json!({
+                "metadata": {"labels": {ROLE_LABEL: role.map(RoleLabel::as_str)}}
+            });
+            self.pods
+                .patch(&member.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("label pod {}: {e}", member.name))
+        })
+    }
+
+    fn event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let name = self.store.name_any();
+            if event.reason.is_warning() {
+                tracing::warn!(%name, reason = event.reason.as_str(), "{}", event.message);
+            } else {
+                tracing::info!(%name, reason = event.reason.as_str(), "{}", event.message);
+            }
+            let type_ = if event.reason.is_warning() {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            };
+            publish(
+                &self.ctx,
+                &self.store,
+                type_,
+                event.reason.as_str(),
+                "Failover",
+                event.message.clone(),
+            )
+            .await;
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_follow_the_spec() {
+        let store: ReplicatedStore = serde_yaml::from_str(
+            "apiVersion: rstore.dev/v1alpha1\nkind: ReplicatedStore\nmetadata: {name: a, namespace: n}\nspec:\n  replicas: 5\n  replication: {mode: sync}\n  failover: {failureThreshold: 7}\n",
+        )
+        .unwrap();
+        let v = validate(&store, Some("img")).unwrap();
+        let s = settings(&v);
+        assert_eq!(s.replicas, 5);
+        assert_eq!(s.mode, rstore_node::admin::ReplicationMode::Sync);
+        assert_eq!(s.failure_threshold, 7);
+        assert_eq!(
+            Settings::default().switchover_timeout_ms,
+            s.switchover_timeout_ms
+        );
+    }
+}
