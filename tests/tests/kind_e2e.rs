@@ -223,3 +223,93 @@ async fn deleting_the_store_removes_everything_but_the_data() {
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
     assert_eq!(pvcs.list(&selector).await.unwrap().items.len(), 3);
 }
+
+#[tokio::test]
+#[ignore = "needs a kind cluster (tests/kind/run.sh)"]
+async fn deleting_the_leader_pod_fails_over_and_writes_resume() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::DeleteParams;
+    use rstore_operator::crd::ReplicatedStore;
+
+    let client = kind::client().await.unwrap();
+    let ns = "e2e-failover";
+    kind::namespace(&client, ns).await.unwrap();
+    kind::apply_store(&client, ns, "fo", json!({"replicas": 3}))
+        .await
+        .unwrap();
+    let store = kind::wait_available(&client, ns, "fo", 3, READY_TIMEOUT)
+        .await
+        .unwrap();
+    let old_leader = store.status.unwrap().leader.unwrap();
+
+    // Acknowledged writes through the leader Service (semi-sync, K=1).
+    let acked: Vec<String> = {
+        let leader = PortForward::service(ns, "fo-leader", 6379).await.unwrap();
+        let mut c = redis::Client::open(leader.url(None))
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        (0..200)
+            .map(|i| {
+                let key = format!("k{i}");
+                let _: () = redis::cmd("SET").arg(&key).arg(i).query(&mut c).unwrap();
+                key
+            })
+            .collect()
+    };
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    pods.delete(&old_leader, &DeleteParams::default())
+        .await
+        .unwrap();
+    let stores: Api<ReplicatedStore> = Api::namespaced(client.clone(), ns);
+    let failed_over = kind::wait_for("a new leader", Duration::from_secs(60), || {
+        let (stores, old_leader) = (stores.clone(), old_leader.clone());
+        async move {
+            let status = stores
+                .get("fo")
+                .await
+                .map_err(|e| e.to_string())?
+                .status
+                .unwrap_or_default();
+            match (&status.leader, &status.last_failover) {
+                (Some(l), Some(f)) if *l != old_leader && f.new_leader == *l => Ok(Some(status)),
+                _ => Err(format!("{:?} {:?}", status.leader, status.last_failover)),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let record = failed_over.last_failover.unwrap();
+    assert_eq!(record.old_leader.as_deref(), Some(old_leader.as_str()));
+    assert_eq!(record.lost_bytes, 0);
+    assert!(failed_over.epoch >= 2);
+
+    // Writes through the leader Service resume, with nothing lost.
+    let leader = PortForward::service(ns, "fo-leader", 6379).await.unwrap();
+    let mut c = redis::Client::open(leader.url(None))
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for key in &acked {
+        let v: Option<String> = redis::cmd("GET").arg(key).query(&mut c).unwrap();
+        assert!(v.is_some(), "{key} lost in the failover");
+    }
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("failover")
+        .query(&mut c)
+        .unwrap();
+
+    // The old leader's pod comes back as a follower.
+    let store = kind::wait_available(&client, ns, "fo", 3, READY_TIMEOUT)
+        .await
+        .unwrap();
+    let status = store.status.unwrap();
+    let old = status
+        .members
+        .iter()
+        .find(|m| m.name == old_leader)
+        .unwrap();
+    assert_eq!(old.role, "follower");
+}
