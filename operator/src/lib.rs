@@ -14,6 +14,8 @@
 //! - [`coordination`]: the drivers' shared half: probe members through the
 //!   [`coordination::NodeAdmin`] trait, count failed probes, and run the
 //!   brain's plans (record, act, re-probe, decide again).
+//! - [`local`]: `rstore-operator local`, the same brain over node
+//!   processes on this machine, with TCP proxies as its endpoints.
 //! - [`controller`]: `reconcile` (validate -> build -> apply -> hand over
 //!   to the store's failover driver, which probes on its own timer, runs
 //!   the brain, relabels pods and writes status), `error_policy`, `run`;
@@ -30,6 +32,7 @@ pub mod crd;
 pub mod error;
 pub mod http;
 pub mod labels;
+pub mod local;
 pub mod metrics;
 pub mod render;
 pub mod validate;

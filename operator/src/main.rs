@@ -1,4 +1,6 @@
-//! `rstore-operator`: the Kubernetes controller and its offline tools.
+//! `rstore-operator`: the Kubernetes controller, its offline tools, and
+//! local mode (`local`, `status`, `switchover`): a self-healing cluster of
+//! node processes on this machine run by the same failover brain.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +54,98 @@ enum Command {
         #[arg(long, env = "RSTORE_LOG_JSON", default_value_t = false)]
         log_json: bool,
     },
+    /// Run a self-healing cluster of rstore-node processes on this machine:
+    /// the leader endpoint (--listen) follows failovers, the read endpoint
+    /// (--read-listen) spreads reads over followers. Ctrl-C stops it; run it
+    /// again on the same --data-dir to resume the same cluster.
+    Local(Box<LocalArgs>),
+    /// Show a local cluster: members, roles, offsets, lag and the last
+    /// failover's phases.
+    Status {
+        /// Data dir of the local cluster.
+        #[arg(long, default_value = "./rstore-local")]
+        data_dir: PathBuf,
+        /// Print only the leader's process id (for `kill -9 $(...)`).
+        #[arg(long)]
+        leader_pid: bool,
+    },
+    /// Move a local cluster's leadership to another member (planned, no
+    /// acknowledged write lost) and wait for it.
+    Switchover {
+        /// Member to promote [default: the most caught-up follower].
+        #[arg(long)]
+        to: Option<String>,
+        /// Data dir of the local cluster.
+        #[arg(long, default_value = "./rstore-local")]
+        data_dir: PathBuf,
+        /// How long to wait for the switchover, in seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout_secs: u64,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct LocalArgs {
+    /// Members [default: as recorded in the data dir, else 3].
+    #[arg(long)]
+    replicas: Option<u32>,
+    /// Leader endpoint: clients write here.
+    #[arg(long, default_value = "127.0.0.1:6379")]
+    listen: SocketAddr,
+    /// Read endpoint: round robin over followers.
+    #[arg(long, default_value = "127.0.0.1:6380")]
+    read_listen: SocketAddr,
+    /// Where cluster.json and each member's data and log live.
+    #[arg(long, default_value = "./rstore-local")]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "semi-sync", value_parser = ["async", "semi-sync", "sync"])]
+    replication_mode: String,
+    /// Semi-sync: follower acks per write (K).
+    #[arg(long, default_value_t = 1)]
+    sync_replicas: u32,
+    /// Milliseconds a write waits for follower acks.
+    #[arg(long, default_value_t = 1000)]
+    sync_timeout_ms: u64,
+    #[arg(long, default_value = "block", value_parser = ["block", "degrade"])]
+    on_sync_timeout: String,
+    /// Which follower progress counts as an ack [node default: durable].
+    #[arg(long, value_parser = ["received", "durable", "applied"])]
+    ack_level: Option<String>,
+    /// always | batch | interval:MS | never
+    #[arg(long, default_value = "batch", value_parser = parse_fsync)]
+    fsync: String,
+    /// Milliseconds between probes of each member.
+    #[arg(long, default_value_t = 500)]
+    probe_period_ms: u64,
+    /// Deadline of each probe, milliseconds.
+    #[arg(long, default_value_t = 300)]
+    probe_timeout_ms: u64,
+    /// Consecutive failed probes before the leader counts as failed (a
+    /// leader whose process exits is failed at once).
+    #[arg(long, default_value_t = 3)]
+    failure_threshold: u32,
+    /// How long a switchover waits for its target to catch up, milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    switchover_timeout_ms: u64,
+    /// The rstore-node binary [default: next to this program, else on PATH].
+    #[arg(long, env = "RSTORE_NODE_BIN")]
+    node_bin: Option<PathBuf>,
+    /// Password for clients and replication (passed to the nodes by
+    /// environment, not on their command line).
+    #[arg(long, env = "RSTORE_REQUIREPASS", hide_env_values = true)]
+    requirepass: Option<String>,
+    /// Log filter (tracing env-filter syntax).
+    #[arg(long, env = "RSTORE_LOG", default_value = "info")]
+    log_level: String,
+    /// Extra flags for every rstore-node, after `--`.
+    #[arg(last = true)]
+    node_args: Vec<String>,
+}
+
+fn parse_fsync(s: &str) -> Result<String, String> {
+    s.parse::<rstore_node::wal::FsyncPolicy>()
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -74,6 +168,35 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Command::Local(args) => {
+            init_tracing(&args.log_level, false);
+            return match run_local(*args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    tracing::error!("rstore-operator local: {err}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Command::Status {
+            data_dir,
+            leader_pid: true,
+        } => rstore_operator::local::cli::leader_pid(&data_dir).map(|pid| format!("{pid}\n")),
+        Command::Status { data_dir, .. } => {
+            runtime().and_then(|rt| rt.block_on(rstore_operator::local::cli::status(&data_dir)))
+        }
+        Command::Switchover {
+            to,
+            data_dir,
+            timeout_secs,
+        } => runtime().and_then(|rt| {
+            rt.block_on(rstore_operator::local::cli::switchover(
+                &data_dir,
+                to.as_deref(),
+                Duration::from_secs(timeout_secs),
+            ))
+            .map(|text| format!("{text}\n"))
+        }),
         Command::Crd => {
             rstore_operator::crd::crd_yaml().map_err(|e| format!("cannot render the CRD: {e}"))
         }
@@ -94,6 +217,37 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+#[tokio::main]
+async fn run_local(args: LocalArgs) -> Result<(), String> {
+    use rstore_operator::local::{self, LocalOptions};
+
+    let mut options = LocalOptions::new(args.data_dir);
+    options.replicas = args.replicas;
+    options.listen = args.listen;
+    options.read_listen = args.read_listen;
+    options.mode = local::parse_mode(&args.replication_mode)?;
+    options.sync_replicas = args.sync_replicas;
+    options.sync_timeout_ms = args.sync_timeout_ms;
+    options.on_sync_timeout = args.on_sync_timeout;
+    options.ack_level = args.ack_level;
+    options.fsync = args.fsync;
+    options.probe_period = Duration::from_millis(args.probe_period_ms.max(10));
+    options.probe_timeout = Duration::from_millis(args.probe_timeout_ms.max(10));
+    options.failure_threshold = args.failure_threshold;
+    options.switchover_timeout_ms = args.switchover_timeout_ms;
+    options.node_bin = args.node_bin;
+    options.requirepass = args.requirepass;
+    options.node_args = args.node_args;
+    local::run(options).await.map_err(|e| e.to_string())
+}
+
 fn read_input(file: &PathBuf) -> Result<String, String> {
     if file.as_os_str() == "-" {
         let mut text = String::new();
@@ -107,7 +261,9 @@ fn read_input(file: &PathBuf) -> Result<String, String> {
 fn init_tracing(filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     if json {
         builder.json().init();
     } else {

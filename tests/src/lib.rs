@@ -3,6 +3,7 @@
 //! HTTP API.
 
 pub mod kind;
+pub mod local;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -29,6 +30,43 @@ pub fn node_binary() -> PathBuf {
         "{} not built: run `cargo build -p rstore-node` (cargo test --workspace builds it)",
         bin.display()
     );
+    bin
+}
+
+/// The `rstore-operator` binary beside the test binaries
+/// (`target/<profile>/rstore-operator`), or `RSTORE_OPERATOR_BIN`.
+///
+/// `cargo test --workspace` builds it (the operator crate has an
+/// integration test, which makes cargo build its binary). When it is
+/// missing (`cargo test -p rstore-e2e` alone on a fresh tree), it and
+/// `rstore-node` are built once here with the same cargo and profile.
+pub fn operator_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("RSTORE_OPERATOR_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir")
+        .to_path_buf();
+    let bin = dir.join("rstore-operator");
+    if !bin.exists() || !dir.join("rstore-node").exists() {
+        static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+        BUILT.get_or_init(|| {
+            let mut cmd = Command::new(env!("CARGO"));
+            cmd.args(["build", "-p", "rstore-operator", "-p", "rstore-node"]);
+            if dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let status = cmd
+                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+                .status()
+                .expect("run cargo build");
+            assert!(status.success(), "cargo build of the binaries failed");
+        });
+    }
+    assert!(bin.exists(), "{} not built", bin.display());
     bin
 }
 

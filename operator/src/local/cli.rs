@@ -1,0 +1,547 @@
+//! `rstore-operator status` and `rstore-operator switchover`: tools for a
+//! running local cluster, which they reach through its data dir
+//! (`cluster.json`, the switchover request file) and the members' admin
+//! APIs.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use futures::future::join_all;
+use rstore_node::admin::{AdminClient, Role, StatusResponse};
+
+use super::state::{self, ClusterFile, SwitchoverOutcome, SwitchoverRequest};
+use super::supervisor;
+use crate::brain::{FailoverProgress, FailoverRecord, RoleLabel};
+use crate::coordination::now_ms;
+
+/// Deadline of each live probe the tools make.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+fn load(dir: &Path) -> Result<ClusterFile, String> {
+    state::load(dir).map_err(|e| e.to_string())?.ok_or_else(|| {
+        format!(
+            "no local cluster in {}: start one with `rstore-operator local --data-dir {}`",
+            dir.display(),
+            dir.display()
+        )
+    })
+}
+
+fn operator_running(file: &ClusterFile) -> Option<u32> {
+    file.operator_pid
+        .filter(|pid| supervisor::is_local_operator(*pid))
+}
+
+/// Every member's `/status`, or why it did not answer.
+async fn probe(file: &ClusterFile) -> Vec<Result<StatusResponse, String>> {
+    join_all(file.members.iter().map(|m| async move {
+        AdminClient::with_timeout(m.admin.to_string(), PROBE_TIMEOUT)
+            .status()
+            .await
+            .map_err(|e| e.to_string())
+    }))
+    .await
+}
+
+/// The text of `rstore-operator status`.
+pub async fn status(dir: &Path) -> Result<String, String> {
+    let file = load(dir)?;
+    let live = probe(&file).await;
+    Ok(render_status(dir, &file, &live, now_ms()))
+}
+
+/// The recorded leader's process id (`rstore-operator status --leader-pid`).
+pub fn leader_pid(dir: &Path) -> Result<u32, String> {
+    let file = load(dir)?;
+    let leader = file.leader.as_deref().ok_or("the cluster has no leader")?;
+    file.member(leader)
+        .and_then(|m| m.pid)
+        .ok_or_else(|| format!("the leader {leader} has no running process"))
+}
+
+fn role_of(s: &StatusResponse) -> &'static str {
+    match s.role {
+        Role::Leader if s.fenced => "fenced",
+        Role::Leader => "leader",
+        Role::Follower if s.fenced => "fenced",
+        Role::Follower => "follower",
+        Role::Idle => "idle",
+    }
+}
+
+/// Render the status table from the file and live probes (one per member).
+pub fn render_status(
+    dir: &Path,
+    file: &ClusterFile,
+    live: &[Result<StatusResponse, String>],
+    now: u64,
+) -> String {
+    let mut out = String::new();
+    let operator = match operator_running(file) {
+        Some(pid) => format!("operator pid {pid}"),
+        None => "operator not running".to_string(),
+    };
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let _ = writeln!(out, "cluster {} ({operator})", dir.display());
+    let _ = writeln!(
+        out,
+        "leader {}  epoch {}  mode {}{}",
+        file.leader.as_deref().unwrap_or("none"),
+        file.epoch,
+        file.mode.as_deref().unwrap_or("?"),
+        match (file.mode.as_deref(), file.sync_replicas) {
+            (Some("semi-sync"), Some(k)) => format!(" (K={k})"),
+            _ => String::new(),
+        }
+    );
+    if let (Some(listen), Some(read)) = (file.listen, file.read_listen) {
+        let _ = writeln!(
+            out,
+            "endpoints: leader {listen} (redis-cli -p {}), read {read} (redis-cli -p {})",
+            listen.port(),
+            read.port()
+        );
+    }
+    if file.updated_at_ms > 0 {
+        let _ = writeln!(out, "state written {}", ago(now, file.updated_at_ms));
+    }
+
+    // The leader's view of its followers gives the lag.
+    let leader_live = file
+        .leader
+        .as_deref()
+        .and_then(|l| file.members.iter().position(|m| m.name == l))
+        .and_then(|i| live.get(i))
+        .and_then(|r| r.as_ref().ok());
+    let header = [
+        "MEMBER", "PID", "ROLE", "EPOCH", "OFFSET", "LAG", "LABEL", "DATA", "REPL", "ADMIN",
+    ];
+    let mut rows: Vec<[String; 10]> = Vec::new();
+    let mut notes = Vec::new();
+    for (i, m) in file.members.iter().enumerate() {
+        let probe = live.get(i).and_then(|r| r.as_ref().ok());
+        let (role, epoch, offset) = match probe {
+            Some(s) => (role_of(s).to_string(), s.epoch, s.offsets.applied),
+            None => (format!("{}?", m.role), m.epoch, m.offset),
+        };
+        let lag = leader_live
+            .and_then(|l| l.followers.iter().find(|f| f.node_id == m.name))
+            .map(|f| format!("{}B/{}ms", f.lag_bytes, f.lag_ms))
+            .or_else(|| {
+                m.lag_bytes
+                    .map(|b| format!("{b}B/{}ms", m.lag_ms.unwrap_or(0)))
+            })
+            .unwrap_or_else(|| "-".to_string());
+        rows.push([
+            m.name.clone(),
+            m.pid.map_or_else(|| "-".to_string(), |p| p.to_string()),
+            role,
+            epoch.to_string(),
+            offset.to_string(),
+            lag,
+            m.label.map_or("-", RoleLabel::as_str).to_string(),
+            m.data.to_string(),
+            m.repl.to_string(),
+            m.admin.to_string(),
+        ]);
+        if let Some(Err(err)) = live.get(i) {
+            notes.push(format!(
+                "{}: not answering ({err}); last known role shown with '?'",
+                m.name
+            ));
+        } else if let Some(message) = &m.message {
+            notes.push(format!("{}: {message}", m.name));
+        }
+        if m.restarts > 0 {
+            notes.push(format!(
+                "{}: restarted {} time(s); log {}",
+                m.name,
+                m.restarts,
+                m.log.display()
+            ));
+        }
+    }
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let line = |cells: &[&str]| {
+        let mut text = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                text.push_str(cell);
+            } else {
+                let _ = write!(text, "{cell:<w$}  ");
+            }
+        }
+        text
+    };
+    let _ = writeln!(out);
+    let _ = writeln!(out, "{}", line(&header));
+    for row in &rows {
+        let cells: Vec<&str> = row.iter().map(String::as_str).collect();
+        let _ = writeln!(out, "{}", line(&cells));
+    }
+    for note in notes {
+        let _ = writeln!(out, "  {note}");
+    }
+    let _ = writeln!(out);
+    if let Some(fo) = &file.failover_in_progress {
+        let _ = writeln!(out, "failover in progress: {}", describe_progress(fo, now));
+    }
+    if let Some(waiting) = &file.waiting {
+        let _ = writeln!(out, "waiting: {waiting}");
+    }
+    match &file.last_failover {
+        Some(record) => {
+            let _ = writeln!(out, "last failover: {}", describe_record(record, now));
+        }
+        None => {
+            let _ = writeln!(out, "last failover: none");
+        }
+    }
+    if let Some(s) = &file.switchover {
+        let _ = writeln!(
+            out,
+            "last switchover request: to {} {}{}",
+            s.target,
+            match s.state {
+                SwitchoverOutcome::Pending => "pending",
+                SwitchoverOutcome::Completed => "completed",
+                SwitchoverOutcome::Rejected => "rejected",
+            },
+            s.message
+                .as_deref()
+                .map_or(String::new(), |m| format!(": {m}"))
+        );
+    }
+    out
+}
+
+/// One line for a completed failover, phase by phase.
+pub fn describe_record(r: &FailoverRecord, now: u64) -> String {
+    format!(
+        "{} {} -> {} at epoch {}, {}: detect {} ms, fence {} ms, promote {} ms, repoint {} ms, relabel {} ms, total {} ms, lost {} bytes",
+        r.reason.as_str(),
+        r.old_leader.as_deref().unwrap_or("none"),
+        r.new_leader,
+        r.epoch,
+        ago(now, r.started_at_ms),
+        r.detect_ms,
+        r.fence_ms,
+        r.promote_ms,
+        r.repoint_ms,
+        r.relabel_ms,
+        r.total_ms,
+        r.lost_bytes
+    )
+}
+
+fn describe_progress(p: &FailoverProgress, now: u64) -> String {
+    format!(
+        "{} {} -> {} to epoch {}, phase {:?}, started {}{}",
+        p.reason.as_str(),
+        p.old_leader.as_deref().unwrap_or("none"),
+        p.new_leader
+            .as_deref()
+            .or(p.target.as_deref())
+            .unwrap_or("?"),
+        p.epoch,
+        p.phase,
+        ago(now, p.started_at_ms),
+        p.blocked
+            .as_deref()
+            .map_or(String::new(), |b| format!(" (blocked: {b})"))
+    )
+}
+
+fn ago(now: u64, then: u64) -> String {
+    let ms = now.saturating_sub(then);
+    if ms < 10_000 {
+        format!("{ms} ms ago")
+    } else if ms < 600_000 {
+        format!("{} s ago", ms / 1000)
+    } else {
+        format!("{} min ago", ms / 60_000)
+    }
+}
+
+/// The follower a switchover without `--to` goes to: a streaming follower
+/// of the recorded leader at its epoch, the most caught up (highest
+/// applied offset), ties to the lowest ordinal.
+pub fn choose_target(
+    file: &ClusterFile,
+    live: &[Result<StatusResponse, String>],
+) -> Option<String> {
+    let leader = file.leader.as_deref()?;
+    let leader_repl = file.member(leader)?.repl.to_string();
+    file.members
+        .iter()
+        .zip(live)
+        .filter(|(m, _)| m.name != leader)
+        .filter_map(|(m, probe)| {
+            let s = probe.as_ref().ok()?;
+            let streaming = s.role == Role::Follower
+                && !s.fenced
+                && s.epoch == file.epoch
+                && s.leader.as_deref() == Some(leader_repl.as_str())
+                && s.snapshot_progress.is_none();
+            streaming.then_some((s.offsets.applied, std::cmp::Reverse(m.ordinal), &m.name))
+        })
+        .max()
+        .map(|(_, _, name)| name.clone())
+}
+
+/// `rstore-operator switchover`: ask the running operator to move the
+/// leadership to `to` (or the most caught-up follower) and wait for it.
+pub async fn switchover(dir: &Path, to: Option<&str>, timeout: Duration) -> Result<String, String> {
+    let file = load(dir)?;
+    if operator_running(&file).is_none() {
+        return Err(format!(
+            "no rstore-operator local is running on {}; start it first",
+            dir.display()
+        ));
+    }
+    let leader = file
+        .leader
+        .clone()
+        .ok_or("the cluster has no leader yet; try again once it has one")?;
+    let target = match to {
+        Some(t) => {
+            if file.member(t).is_none() {
+                return Err(format!(
+                    "{t} is not a member of this cluster (members: {})",
+                    file.members
+                        .iter()
+                        .map(|m| m.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            if t == leader {
+                return Ok(format!("{t} is already the leader (epoch {})", file.epoch));
+            }
+            t.to_string()
+        }
+        None => {
+            let live = probe(&file).await;
+            choose_target(&file, &live).ok_or_else(|| {
+                format!("no streaming follower of {leader} to switch over to; see `rstore-operator status`")
+            })?
+        }
+    };
+    let request = SwitchoverRequest {
+        to: target.clone(),
+        requested_at_ms: now_ms(),
+    };
+    state::save_switchover(dir, &request).map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_waiting = None;
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(Some(now)) = state::load(dir) {
+            if let Some(s) = now
+                .switchover
+                .as_ref()
+                .filter(|s| s.target == request.to && s.requested_at_ms == request.requested_at_ms)
+            {
+                match s.state {
+                    SwitchoverOutcome::Completed => {
+                        let detail = now
+                            .last_failover
+                            .as_ref()
+                            .filter(|r| r.new_leader == target)
+                            .map(|r| format!("\n{}", describe_record(r, now_ms())))
+                            .unwrap_or_default();
+                        return Ok(format!(
+                            "switchover done: {leader} -> {target}, leader {} at epoch {}{detail}",
+                            now.leader.as_deref().unwrap_or("none"),
+                            now.epoch
+                        ));
+                    }
+                    SwitchoverOutcome::Rejected => {
+                        return Err(format!(
+                            "switchover to {target} failed: {}",
+                            s.message.as_deref().unwrap_or("rejected")
+                        ));
+                    }
+                    SwitchoverOutcome::Pending => {
+                        last_waiting.clone_from(&s.message);
+                    }
+                }
+            }
+            if operator_running(&now).is_none() {
+                let _ = state::remove_switchover(dir);
+                return Err("the local operator stopped before the switchover completed".into());
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            // A forgotten request must not move the leader later.
+            let _ = state::remove_switchover(dir);
+            return Err(format!(
+                "switchover to {target} did not complete within {} s{}",
+                timeout.as_secs(),
+                last_waiting.map_or(String::new(), |w| format!(" (last: {w})"))
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::path::PathBuf;
+
+    use rstore_node::admin::{FollowerStatus, Offsets, ReplicationMode};
+
+    use super::*;
+    use crate::brain::FailoverReason;
+    use crate::local::state::MemberRecord;
+
+    fn record(i: u32) -> MemberRecord {
+        MemberRecord {
+            name: format!("member-{i}"),
+            node_id: format!("member-{i}"),
+            ordinal: i,
+            pid: Some(100 + i),
+            data: ([127, 0, 0, 1], 20000 + i as u16).into(),
+            repl: ([127, 0, 0, 1], 21000 + i as u16).into(),
+            admin: ([127, 0, 0, 1], 22000 + i as u16).into(),
+            data_dir: PathBuf::from(format!("/d/member-{i}")),
+            log: PathBuf::from(format!("/d/member-{i}.log")),
+            role: "follower".into(),
+            epoch: 2,
+            offset: 10,
+            lag_bytes: None,
+            lag_ms: None,
+            label: Some(RoleLabel::Follower),
+            message: None,
+            restarts: 0,
+        }
+    }
+
+    fn live(name: &str, role: Role, applied: u64, leader: Option<&str>) -> StatusResponse {
+        StatusResponse {
+            node_id: name.into(),
+            role,
+            epoch: 2,
+            fenced: false,
+            last_log_epoch: 2,
+            offsets: Offsets {
+                appended: applied,
+                durable: applied,
+                applied,
+                committed: applied,
+            },
+            leader: leader.map(str::to_string),
+            followers: Vec::new(),
+            mode: ReplicationMode::SemiSync,
+            degraded: false,
+            link: None,
+            snapshot_progress: None,
+            digest: None,
+            keys: 0,
+        }
+    }
+
+    fn cluster() -> ClusterFile {
+        let mut file = ClusterFile::new();
+        file.epoch = 2;
+        file.leader = Some("member-0".into());
+        file.mode = Some("semi-sync".into());
+        file.sync_replicas = Some(1);
+        file.members = (0..3).map(record).collect();
+        file.members[0].role = "leader".into();
+        file.members[0].label = Some(RoleLabel::Leader);
+        file
+    }
+
+    #[test]
+    fn a_switchover_without_a_target_takes_the_most_caught_up_follower() {
+        let file = cluster();
+        let repl = "127.0.0.1:21000";
+        let probes = vec![
+            Ok(live("member-0", Role::Leader, 100, None)),
+            Ok(live("member-1", Role::Follower, 90, Some(repl))),
+            Ok(live("member-2", Role::Follower, 95, Some(repl))),
+        ];
+        assert_eq!(choose_target(&file, &probes).as_deref(), Some("member-2"));
+        // Equal offsets: the lowest ordinal.
+        let probes = vec![
+            Ok(live("member-0", Role::Leader, 100, None)),
+            Ok(live("member-1", Role::Follower, 95, Some(repl))),
+            Ok(live("member-2", Role::Follower, 95, Some(repl))),
+        ];
+        assert_eq!(choose_target(&file, &probes).as_deref(), Some("member-1"));
+        // Down or following someone else: not a candidate.
+        let probes = vec![
+            Ok(live("member-0", Role::Leader, 100, None)),
+            Err("down".into()),
+            Ok(live("member-2", Role::Follower, 95, Some("elsewhere:1"))),
+        ];
+        assert_eq!(choose_target(&file, &probes), None);
+    }
+
+    #[test]
+    fn the_status_table_shows_members_lag_and_the_last_failover() {
+        let mut file = cluster();
+        file.last_failover = Some(FailoverRecord {
+            reason: FailoverReason::LeaderGone,
+            old_leader: Some("member-1".into()),
+            new_leader: "member-0".into(),
+            epoch: 2,
+            started_at: "1970-01-01T00:00:01Z".into(),
+            started_at_ms: 1_000,
+            detect_ms: 0,
+            fence_ms: 4,
+            promote_ms: 6,
+            repoint_ms: 20,
+            relabel_ms: 1,
+            total_ms: 31,
+            lost_bytes: 0,
+        });
+        file.members[2].restarts = 1;
+        let repl = "127.0.0.1:21000";
+        let mut leader = live("member-0", Role::Leader, 100, None);
+        leader.followers.push(FollowerStatus {
+            node_id: "member-1".into(),
+            addr: "x".into(),
+            received: 97,
+            durable: 97,
+            applied: 97,
+            lag_bytes: 3,
+            lag_ms: 1,
+            state: "streaming".into(),
+        });
+        let probes = vec![
+            Ok(leader),
+            Ok(live("member-1", Role::Follower, 97, Some(repl))),
+            Err("connection refused".into()),
+        ];
+        let text = render_status(Path::new("/d"), &file, &probes, 3_000);
+        assert!(
+            text.contains("leader member-0  epoch 2  mode semi-sync (K=1)"),
+            "{text}"
+        );
+        assert!(text.contains("MEMBER"), "{text}");
+        let row1 = text.lines().find(|l| l.starts_with("member-1")).unwrap();
+        assert!(
+            row1.contains("follower") && row1.contains("3B/1ms"),
+            "{row1}"
+        );
+        let row2 = text.lines().find(|l| l.starts_with("member-2")).unwrap();
+        assert!(row2.contains("follower?"), "last known role: {row2}");
+        assert!(
+            text.contains("member-2: not answering (connection refused)"),
+            "{text}"
+        );
+        assert!(text.contains("restarted 1 time(s)"), "{text}");
+        assert!(
+            text.contains("last failover: LeaderGone member-1 -> member-0 at epoch 2, 2000 ms ago: detect 0 ms, fence 4 ms, promote 6 ms, repoint 20 ms, relabel 1 ms, total 31 ms, lost 0 bytes"),
+            "{text}"
+        );
+    }
+}
