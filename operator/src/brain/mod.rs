@@ -418,6 +418,23 @@ impl EventReason {
 pub struct Event {
     pub reason: EventReason,
     pub message: String,
+    /// A planned switchover starting is no cause for alarm.
+    pub planned: bool,
+}
+
+impl Event {
+    fn new(reason: EventReason, message: String) -> Self {
+        Self {
+            reason,
+            message,
+            planned: false,
+        }
+    }
+
+    /// Warning events need attention (Kubernetes `Warning`, log level warn).
+    pub fn is_warning(&self) -> bool {
+        self.reason.is_warning() && !self.planned
+    }
 }
 
 /// What to do now.
@@ -591,7 +608,13 @@ fn steady(obs: &Observation, plan: &mut Plan, leader: &MemberView, epoch: u64) {
         plan.steps.push(follow_step(m, leader, epoch));
     }
     if !plan.steps.is_empty() {
-        // Labels follow once the members answer in their new role.
+        // New labels follow once the members answer in their new role;
+        // removals need not wait (a member whose follow keeps failing must
+        // not keep a dead follower in the read set).
+        let removals = label_steps(obs, Some(leader), epoch)
+            .into_iter()
+            .filter(|s| matches!(s, Step::Label { role: None, .. }));
+        plan.steps.splice(0..0, removals);
         return;
     }
     plan.steps = label_steps(obs, Some(leader), epoch);
@@ -672,10 +695,12 @@ fn start_failover(
         lost_bytes: 0,
         blocked: None,
     };
-    plan.events.push(Event {
-        reason: EventReason::FailoverStarted,
-        message: format!("{message}: {} to epoch {epoch}", reason.as_str()),
-    });
+    let mut started = Event::new(
+        EventReason::FailoverStarted,
+        format!("{message}: {} to epoch {epoch}", reason.as_str()),
+    );
+    started.planned = reason == FailoverReason::Switchover;
+    plan.events.push(started);
     continue_failover(obs, plan, progress);
 }
 
@@ -746,14 +771,14 @@ fn continue_failover(obs: &Observation, plan: &mut Plan, mut fo: FailoverProgres
                     break;
                 }
                 if !caught_up {
-                    plan.events.push(Event {
-                        reason: EventReason::FailoverBlocked,
-                        message: format!(
+                    plan.events.push(Event::new(
+                        EventReason::FailoverBlocked,
+                        format!(
                             "switchover target {} did not reach offset {end} within {} ms; the most up-to-date member is kept",
                             fo.target.as_deref().unwrap_or("?"),
                             obs.settings.switchover_timeout_ms
                         ),
-                    });
+                    ));
                 }
                 fo.phase = Phase::Fencing;
             }
@@ -772,10 +797,10 @@ fn continue_failover(obs: &Observation, plan: &mut Plan, mut fo: FailoverProgres
                         fo.phase_started_at_ms = now;
                         plan.record.leader = Some(c.name.clone());
                         plan.record.epoch = fo.epoch;
-                        plan.events.push(Event {
-                            reason: EventReason::Promoted,
-                            message: format!("{} promoted to leader at epoch {}", c.name, fo.epoch),
-                        });
+                        plan.events.push(Event::new(
+                            EventReason::Promoted,
+                            format!("{} promoted to leader at epoch {}", c.name, fo.epoch),
+                        ));
                     }
                     Some(c) if c.is_fenced_at(fo.epoch) => {
                         plan.steps.push(Step::Promote {
@@ -865,9 +890,9 @@ fn complete(obs: &Observation, plan: &mut Plan, fo: FailoverProgress) {
         total_ms: now.saturating_sub(fo.started_at_ms),
         lost_bytes: fo.lost_bytes,
     };
-    plan.events.push(Event {
-        reason: EventReason::FailoverCompleted,
-        message: format!(
+    plan.events.push(Event::new(
+        EventReason::FailoverCompleted,
+        format!(
             "{} {} -> {} at epoch {} in {} ms (detect {}, fence {}, promote {}, repoint {}, relabel {}), lost bytes {}",
             record.reason.as_str(),
             record.old_leader.as_deref().unwrap_or("none"),
@@ -881,7 +906,7 @@ fn complete(obs: &Observation, plan: &mut Plan, fo: FailoverProgress) {
             record.relabel_ms,
             record.lost_bytes
         ),
-    });
+    ));
     plan.record.failover = None;
     plan.record.last_failover = Some(record.clone());
     plan.completed = Some(record);
@@ -941,10 +966,8 @@ fn fence_and_choose(obs: &Observation, plan: &mut Plan, fo: &mut FailoverProgres
     };
     if let Some(why) = blocked {
         if fo.blocked.as_deref() != Some(why.as_str()) {
-            plan.events.push(Event {
-                reason: EventReason::FailoverBlocked,
-                message: why.clone(),
-            });
+            plan.events
+                .push(Event::new(EventReason::FailoverBlocked, why.clone()));
         }
         plan.waiting = Some(why.clone());
         fo.blocked = Some(why);
@@ -973,9 +996,9 @@ fn fence_and_choose(obs: &Observation, plan: &mut Plan, fo: &mut FailoverProgres
     fo.phase = Phase::Promoting;
     fo.phase_started_at_ms = obs.now_ms;
     let (log_epoch, end) = chosen.log_position().unwrap_or((0, 0));
-    plan.events.push(Event {
-        reason: EventReason::LeaderFenced,
-        message: format!(
+    plan.events.push(Event::new(
+        EventReason::LeaderFenced,
+        format!(
             "{} of {followers} followers fenced at epoch {}{}; choosing {} (log epoch {log_epoch}, offset {end}){}",
             fenced,
             fo.epoch,
@@ -987,7 +1010,7 @@ fn fence_and_choose(obs: &Observation, plan: &mut Plan, fo: &mut FailoverProgres
                 String::new()
             }
         ),
-    });
+    ));
     true
 }
 

@@ -1079,3 +1079,41 @@ fn scale_down_never_removes_the_leader() {
     assert!(why.unwrap().contains("member 4"));
     assert_eq!(statefulset_replicas(3, None), (3, None));
 }
+
+#[test]
+fn a_switchover_starting_is_not_a_warning_but_a_failover_is() {
+    let mut sim = Sim::healthy(3, 2);
+    sim.switchover_to = Some("rs-1".into());
+    let plan = decide(&sim.observe());
+    let started = &plan.events[0];
+    assert_eq!(started.reason, EventReason::FailoverStarted);
+    assert!(!started.is_warning());
+    let mut sim = Sim::healthy(3, 2);
+    sim.kill("rs-0");
+    let plan = decide(&sim.observe());
+    assert!(plan.events[0].is_warning());
+}
+
+#[test]
+fn a_dead_followers_label_comes_off_even_while_another_member_is_being_repointed() {
+    let mut sim = Sim::healthy(3, 2);
+    sim.kill("rs-2");
+    sim.node("rs-1").epoch = 1; // needs a follow
+    let plan = decide(&sim.observe());
+    let removal = plan
+        .steps
+        .iter()
+        .position(|s| {
+            *s == Step::Label {
+                member: "rs-2".into(),
+                role: None,
+            }
+        })
+        .unwrap();
+    let follow = plan
+        .steps
+        .iter()
+        .position(|s| matches!(s, Step::Follow { member, .. } if member == "rs-1"))
+        .unwrap();
+    assert!(removal < follow, "{:?}", plan.steps);
+}

@@ -385,12 +385,12 @@ impl Driver for KubeDriver {
     fn event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, ()> {
         Box::pin(async move {
             let name = self.store.name_any();
-            if event.reason.is_warning() {
+            if event.is_warning() {
                 tracing::warn!(%name, reason = event.reason.as_str(), "{}", event.message);
             } else {
                 tracing::info!(%name, reason = event.reason.as_str(), "{}", event.message);
             }
-            let type_ = if event.reason.is_warning() {
+            let type_ = if event.is_warning() {
                 EventType::Warning
             } else {
                 EventType::Normal

@@ -91,7 +91,7 @@ impl Driver for LocalDriver<'_> {
 
     fn event<'a>(&'a self, event: &'a Event) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            if event.reason.is_warning() {
+            if event.is_warning() {
                 tracing::warn!("failover: {} {}", event.reason.as_str(), event.message);
             } else {
                 tracing::info!("failover: {} {}", event.reason.as_str(), event.message);
