@@ -7,12 +7,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use rstore_e2e::local::{Workload, missing};
 use rstore_e2e::{NodeProc, wait_for};
 use rstore_node::admin::ReplicationMode;
 use rstore_operator::brain::{Event, Plan, Presence, Recorded, RoleLabel, Settings};
@@ -187,42 +187,6 @@ fn settled(plan: &Plan, driver: &MemoryDriver) -> bool {
             == 3
 }
 
-type Writers = (
-    Arc<AtomicBool>,
-    Arc<AtomicUsize>,
-    Vec<std::thread::JoinHandle<HashMap<String, u64>>>,
-);
-
-/// Writers of unique keys that record every acknowledged write.
-fn start_writers(node: &NodeProc, threads: usize) -> Writers {
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked = Arc::new(AtomicUsize::new(0));
-    let handles = (0..threads)
-        .map(|t| {
-            let (stop, acked) = (stop.clone(), acked.clone());
-            let mut c = node.client();
-            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-            std::thread::spawn(move || {
-                let mut mine = HashMap::new();
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let key = format!("w{t}:{i}");
-                    match redis::cmd("SET").arg(&key).arg(i).query::<()>(&mut c) {
-                        Ok(()) => {
-                            mine.insert(key, i);
-                            acked.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(_) => break,
-                    }
-                    i += 1;
-                }
-                mine
-            })
-        })
-        .collect();
-    (stop, acked, handles)
-}
-
 fn start_cluster(dir: &std::path::Path) -> Vec<NodeProc> {
     (0..3)
         .map(|i| NodeProc::start(&dir.join(format!("n{i}")), &format!("n{i}"), &FLAGS))
@@ -243,9 +207,9 @@ async fn failover_loses_nothing(fault: Fault) {
     assert_eq!(brain.leader_label().as_deref(), Some("n0"));
     assert_eq!(brain.recorded.epoch, 1);
 
-    let (stop, acked, writers) = start_writers(&nodes[0], 4);
+    let workload = Workload::start(nodes[0].data, 4);
     wait_for("acknowledged writes", LONG, || {
-        (acked.load(Ordering::Relaxed) > 300).then_some(())
+        (workload.count() > 300).then_some(())
     });
     let started = Instant::now();
     match fault {
@@ -278,26 +242,16 @@ async fn failover_loses_nothing(fault: Fault) {
         // must not be acknowledged (its followers are fenced or moved on).
         nodes[0].resume();
     }
-    stop.store(true, Ordering::Relaxed);
-    let mut expected = HashMap::new();
-    for w in writers {
-        expected.extend(w.join().unwrap());
-    }
-    let mut conn = nodes[new].client();
-    let mut missing = Vec::new();
-    for (key, value) in &expected {
-        let got: Option<u64> = redis::cmd("GET").arg(key).query(&mut conn).unwrap();
-        if got != Some(*value) {
-            missing.push(key.clone());
-        }
-    }
+    let expected = workload.finish();
+    let lost = missing(nodes[new].data, &expected);
     assert!(
-        missing.is_empty(),
+        lost.is_empty(),
         "{} of {} acknowledged writes lost: {:?}",
-        missing.len(),
+        lost.len(),
         expected.len(),
-        &missing[..missing.len().min(5)]
+        &lost[..lost.len().min(5)]
     );
+    let mut conn = nodes[new].client();
     let _: () = redis::cmd("SET")
         .arg("after")
         .arg("failover")
