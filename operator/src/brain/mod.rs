@@ -53,6 +53,9 @@
 //!   target's log reaches the leader's end (at most `switchover_timeout_ms`,
 //!   after which the highest member is kept, usually the old leader), then
 //!   fence the rest and go on as above with the target preferred.
+//! - Scale-down: when the desired member count leaves out the leader's
+//!   ordinal, a switchover to the most up-to-date follower that stays
+//!   comes first; [`statefulset_replicas`] keeps the leader's pod until then.
 
 use std::collections::BTreeMap;
 
@@ -621,10 +624,19 @@ fn steady(obs: &Observation, plan: &mut Plan, leader: &MemberView, epoch: u64) {
     if !plan.steps.is_empty() {
         return;
     }
-    if let Some(target) = obs.switchover_to.as_deref().filter(|t| *t != leader.name) {
+    let scale_down = scale_down_target(obs, leader, epoch);
+    let requested = obs.switchover_to.as_deref().filter(|t| *t != leader.name);
+    if let Some(target) = requested.or(scale_down.as_deref()) {
         match obs.member(target) {
             Some(t) if t.follows(leader, epoch) && !t.loading_snapshot() => {
-                let message = format!("switchover from {} to {target} requested", leader.name);
+                let message = if requested.is_some() {
+                    format!("switchover from {} to {target} requested", leader.name)
+                } else {
+                    format!(
+                        "scale-down to {} members removes leader {}: switchover to {target}",
+                        obs.settings.replicas, leader.name
+                    )
+                };
                 start_failover(
                     obs,
                     plan,
@@ -647,6 +659,21 @@ fn steady(obs: &Observation, plan: &mut Plan, leader: &MemberView, epoch: u64) {
             }
         }
     }
+}
+
+/// When the desired member count leaves the leader's ordinal out, the
+/// member to hand leadership to first: the most up-to-date streaming
+/// follower that stays, lowest ordinal on ties.
+fn scale_down_target(obs: &Observation, leader: &MemberView, epoch: u64) -> Option<String> {
+    let desired = i32::try_from(obs.settings.replicas).unwrap_or(i32::MAX);
+    if leader.ordinal < desired {
+        return None;
+    }
+    obs.members
+        .iter()
+        .filter(|m| m.ordinal < desired && m.follows(leader, epoch) && !m.loading_snapshot())
+        .max_by_key(|m| (m.log_position(), std::cmp::Reverse(m.ordinal)))
+        .map(|m| m.name.clone())
 }
 
 fn follow_step(member: &MemberView, leader: &MemberView, epoch: u64) -> Step {

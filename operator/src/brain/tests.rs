@@ -1117,3 +1117,36 @@ fn a_dead_followers_label_comes_off_even_while_another_member_is_being_repointed
         .unwrap();
     assert!(removal < follow, "{:?}", plan.steps);
 }
+
+#[test]
+fn a_scale_down_that_would_remove_the_leader_first_switches_over_to_a_remaining_member() {
+    let mut sim = Sim::healthy(5, 2);
+    // rs-4 leads; the spec now asks for 3 members.
+    for n in &mut sim.nodes {
+        n.role = Role::Follower;
+        n.leader = Some("rs-4:7379".into());
+        n.label = Some(RoleLabel::Follower);
+    }
+    let rs4 = sim.node("rs-4");
+    rs4.role = Role::Leader;
+    rs4.leader = None;
+    rs4.label = Some(RoleLabel::Leader);
+    sim.recorded.leader = Some("rs-4".into());
+    sim.node("rs-2").end = 1000;
+    sim.node("rs-1").end = 900;
+    sim.node("rs-0").end = 1000;
+    sim.node("rs-3").end = 1000; // goes away with the scale-down
+    sim.settings.replicas = 3;
+    let plans = sim.settle();
+    let done = completed(&plans).unwrap();
+    assert_eq!(done.reason, FailoverReason::Switchover);
+    assert_eq!(
+        done.new_leader, "rs-0",
+        "most up to date of those that stay"
+    );
+    assert_eq!(done.lost_bytes, 0);
+    assert_eq!(statefulset_replicas(3, Some(0)), (3, None));
+    // Once moved, nothing more happens.
+    let plans = sim.settle();
+    assert!(events(&plans).is_empty());
+}
