@@ -86,6 +86,12 @@ pub struct Config {
     /// Password for clients and for replication connections.
     #[arg(long, env = "RSTORE_REQUIREPASS", hide_env_values = true)]
     pub requirepass: Option<String>,
+    /// Token that every mutating admin call (fence, promote, follow) must
+    /// carry as `Authorization: Bearer <token>`; without it those calls are
+    /// open to anyone who reaches the admin port.
+    #[arg(long, env = "RSTORE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// Largest accepted bulk string (value or argument), bytes.
     #[arg(long, env = "RSTORE_MAX_BULK_BYTES", default_value_t = 512 * 1024 * 1024)]
     pub max_bulk_bytes: usize,
@@ -160,6 +166,13 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.replication_mode == ReplicationMode::SemiSync && self.sync_replicas == 0 {
             return Err("--sync-replicas must be at least 1 in semi-sync mode".into());
+        }
+        if self
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err("--admin-token must not be empty (leave it unset to disable)".into());
         }
         if self.max_bulk_bytes == 0 || self.max_args == 0 {
             return Err("--max-bulk-bytes and --max-args must be positive".into());

@@ -252,3 +252,67 @@ fn fence_stops_writes_and_promote_resumes_them() {
     let v: String = redis::cmd("GET").arg("after").query(&mut c).unwrap();
     assert_eq!(v, "2");
 }
+
+#[test]
+fn admin_calls_without_the_token_are_refused_and_change_nothing() {
+    use rstore_node::admin::AdminClient;
+
+    let node = Node::leader(&["--admin-token", "s3cret-token"]);
+    // Reads stay open: probes and scrapes need no secret.
+    assert_eq!(node.http("GET", "/status", None).status, 200);
+    assert_eq!(node.http("GET", "/metrics", None).status, 200);
+    for (path, body) in [
+        ("/fence", r#"{"epoch": 5}"#),
+        ("/promote", r#"{"epoch": 5}"#),
+        ("/follow", r#"{"leader": "127.0.0.1:1", "epoch": 5}"#),
+        ("/fence", "not json at all"),
+    ] {
+        let r = node.http("POST", path, Some(body));
+        assert_eq!(r.status, 401, "{path} {body}: {}", r.body);
+        assert!(r.body.contains("admin token"), "{}", r.body);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin = node.addrs.admin.to_string();
+    let wrong = AdminClient::new(admin.clone()).with_token(Some("s3cret-tokem".into()));
+    let err = rt.block_on(wrong.fence(5)).unwrap_err();
+    assert_eq!(err.status(), Some(401), "{err}");
+    assert!(
+        !format!("{wrong:?}").contains("s3cret"),
+        "the client's Debug shows the token"
+    );
+
+    // Nothing changed: same epoch, still an unfenced leader taking writes.
+    let status = node.status();
+    assert_eq!(status["epoch"], 1, "{status}");
+    assert_eq!(status["role"], "leader");
+    assert_eq!(status["fenced"], false);
+    let mut c = node.client();
+    let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
+
+    // The right token is obeyed.
+    let right = AdminClient::new(admin).with_token(Some("s3cret-token".into()));
+    let fenced = rt.block_on(right.fence(2)).unwrap();
+    assert_eq!(fenced.epoch, 2);
+    assert_eq!(node.status()["fenced"], true);
+}
+
+#[test]
+fn an_empty_admin_token_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rstore-node"))
+        .args(["--role", "leader", "--admin-token", " "])
+        .args(["--listen", "127.0.0.1:0", "--repl-listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--admin-token must not be empty"),
+        "{stderr}"
+    );
+}

@@ -66,6 +66,11 @@ pub fn read_service_name(name: &str) -> String {
     format!("{name}-read")
 }
 
+/// Secret holding the token of the members' admin API (owned by the store).
+pub fn admin_token_secret_name(name: &str) -> String {
+    format!("{name}-admin-token")
+}
+
 /// Pod name of member `ordinal`.
 pub fn pod_name(name: &str, ordinal: i32) -> String {
     format!("{name}-{ordinal}")

@@ -111,6 +111,7 @@ impl Brain {
                 } else {
                     Presence::Running
                 },
+                admin_token: None,
             })
             .collect()
     }

@@ -25,12 +25,24 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Client for one node's admin endpoint.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AdminClient {
     /// `host:port` of the admin listener.
     pub addr: String,
     timeout: Duration,
+    /// Sent as `Authorization: Bearer <token>` (the node's `--admin-token`).
+    token: Option<String>,
     http: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for AdminClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminClient")
+            .field("addr", &self.addr)
+            .field("timeout", &self.timeout)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Failure talking to a node's admin API.
@@ -105,8 +117,15 @@ impl AdminClient {
         Self {
             addr: addr.into(),
             timeout,
+            token: None,
             http,
         }
+    }
+
+    /// Send `token` with every call (the node's `--admin-token`).
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token;
+        self
     }
 
     /// The per-request deadline.
@@ -225,6 +244,9 @@ impl AdminClient {
             .header(header::ACCEPT, "application/json");
         if body.is_some() {
             builder = builder.header(header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(token) = &self.token {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let request = builder
             .body(Full::new(body.unwrap_or_default()))

@@ -4,8 +4,9 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -19,17 +20,54 @@ use crate::stats::Histogram;
 
 type AppState = Arc<Shared>;
 
-/// Build the admin router (exposed for in-process tests).
+/// Build the admin router (exposed for in-process tests). The calls that
+/// change the node's role (fence, promote, follow) need the admin token
+/// when one is configured; reads (health, status, metrics) do not.
 pub fn router(shared: Arc<Shared>) -> Router {
+    let mutating = Router::new()
+        .route("/fence", post(fence))
+        .route("/promote", post(promote))
+        .route("/follow", post(follow))
+        .route_layer(middleware::from_fn_with_state(
+            shared.clone(),
+            require_token,
+        ));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
-        .route("/fence", post(fence))
-        .route("/promote", post(promote))
-        .route("/follow", post(follow))
         .route("/metrics", get(metrics))
+        .merge(mutating)
         .with_state(shared)
+}
+
+/// `Authorization: Bearer <token>` must match `--admin-token` (compared in
+/// constant time); checked before the body is read, so an unauthorized
+/// call changes nothing whatever it carries.
+async fn require_token(State(s): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(expected) = s.config.admin_token.as_deref() else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(token) if same_secret(token.as_bytes(), expected.as_bytes()) => {
+            next.run(request).await
+        }
+        Some(_) => error(StatusCode::UNAUTHORIZED, "admin token does not match"),
+        None => error(
+            StatusCode::UNAUTHORIZED,
+            "this call needs the admin token: Authorization: Bearer <token>",
+        ),
+    }
+}
+
+/// Equality that takes as long whatever the first differing byte.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Serve the admin API until `shutdown` turns true.

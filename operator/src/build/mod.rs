@@ -4,6 +4,7 @@
 
 pub mod pdb;
 pub mod pod;
+pub mod secret;
 pub mod service;
 pub mod statefulset;
 

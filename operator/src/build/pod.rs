@@ -26,6 +26,10 @@ pub const NODE_BINARY: &str = "/usr/local/bin/rstore-node";
 pub const DATA_DIR: &str = "/data";
 /// UID/GID the node runs as (the image's non-root user).
 pub const RUN_AS: i64 = 10001;
+/// Env var holding the admin token (the node's fallback for `--admin-token`).
+pub const ADMIN_TOKEN_ENV: &str = "RSTORE_ADMIN_TOKEN";
+/// Key of the token in the per-store admin token Secret.
+pub const ADMIN_TOKEN_KEY: &str = "token";
 /// Env var holding the password (the node's fallback for `--requirepass`).
 pub const PASSWORD_ENV: &str = "RSTORE_REQUIREPASS";
 /// Env var holding the node id (the pod name).
@@ -113,6 +117,20 @@ fn container(store: &ValidatedStore) -> Container {
         }),
         ..EnvVar::default()
     }];
+    // Only the operator (which owns the Secret) can fence, promote or
+    // repoint a member.
+    env.push(EnvVar {
+        name: ADMIN_TOKEN_ENV.to_string(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: labels::admin_token_secret_name(&store.name),
+                key: ADMIN_TOKEN_KEY.to_string(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    });
     if let Some(auth) = &store.spec.auth {
         env.push(EnvVar {
             name: PASSWORD_ENV.to_string(),
@@ -458,6 +476,24 @@ mod tests {
         let no_auth = pod_spec("  {}");
         let env = no_auth.containers[0].env.as_ref().unwrap();
         assert!(!env.iter().any(|e| e.name == PASSWORD_ENV));
+    }
+
+    #[test]
+    fn the_admin_token_comes_from_the_stores_own_secret() {
+        let spec = pod_spec("  {}");
+        let env = spec.containers[0].env.as_ref().unwrap();
+        let token = env.iter().find(|e| e.name == ADMIN_TOKEN_ENV).unwrap();
+        assert!(token.value.is_none(), "never inline");
+        let secret = token
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(secret.key, ADMIN_TOKEN_KEY);
+        assert!(secret.name.ends_with("-admin-token"), "{}", secret.name);
+        assert_eq!(secret.optional, Some(false));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use tokio::sync::{Notify, watch};
 
 use super::{Context, members, publish, publish_about, selector_string, status};
 use crate::brain::{Event, FailoverReason, Plan, RoleLabel, Settings, Step};
+use crate::coordination::admin::AdminToken;
 use crate::coordination::{self, Driver, Member, PassInput, ProbeTracker};
 use crate::crd::{MemberStatus, ReplicatedStore, ReplicatedStoreStatus};
 use crate::error::Error;
@@ -104,10 +105,12 @@ fn millis(value: i32) -> Duration {
 
 async fn run(ctx: Arc<Context>, mut spec: watch::Receiver<ValidatedStore>, poke: Arc<Notify>) {
     let mut tracker = ProbeTracker::default();
+    // Read once found: the Secret is never rewritten.
+    let mut token = None;
     loop {
         let validated = spec.borrow_and_update().clone();
         let period = millis(validated.spec.failover.probe_period_ms).max(Duration::from_millis(50));
-        let busy = match pass(&ctx, &validated, &mut tracker).await {
+        let busy = match pass(&ctx, &validated, &mut tracker, &mut token).await {
             Ok(Some(busy)) => busy,
             Ok(None) => return, // the resource is gone
             Err(err) => {
@@ -135,6 +138,7 @@ pub(crate) async fn pass(
     ctx: &Arc<Context>,
     validated: &ValidatedStore,
     tracker: &mut ProbeTracker,
+    token: &mut Option<AdminToken>,
 ) -> Result<Option<bool>, Error> {
     let name = &validated.name;
     let namespace = &validated.namespace;
@@ -155,7 +159,13 @@ pub(crate) async fn pass(
         .list(&ListParams::default().labels(&selector_string(&labels::selector_labels(name))))
         .await
         .map_err(Error::kube("list member pods"))?;
-    let members = members::from_pods(name, namespace, &pods.items);
+    let mut members = members::from_pods(name, namespace, &pods.items);
+    if token.is_none() {
+        *token = super::admin_token(ctx, namespace, name).await?;
+    }
+    for member in &mut members {
+        member.admin_token = token.clone();
+    }
     let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
     tracker.retain(&names);
     let probes = coordination::probe_all(

@@ -54,6 +54,7 @@ pub fn from_pods(name: &str, namespace: &str, pods: &[Pod]) -> Vec<Member> {
                     .get(ROLE_LABEL)
                     .and_then(|v| RoleLabel::parse(v)),
                 presence,
+                admin_token: None,
             })
         })
         .collect();

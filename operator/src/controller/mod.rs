@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -27,12 +27,13 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::brain;
-use crate::build::{Objects, build_all};
+use crate::build::{Objects, build_all, secret};
 use crate::coordination::NodeAdmin;
 use crate::crd::{ReplicatedStore, ReplicatedStoreStatus};
 use crate::error::Error;
 use crate::labels::{self, FIELD_MANAGER};
 use crate::metrics::Metrics;
+use crate::validate::ValidatedStore;
 use crate::validate::validate;
 
 /// Settings of the running controller.
@@ -115,6 +116,7 @@ pub async fn reconcile(store: Arc<ReplicatedStore>, ctx: Arc<Context>) -> Result
         .and_then(|l| labels::pod_ordinal(&name, l));
     let (statefulset_replicas, scale_down_blocked) =
         brain::statefulset_replicas(validated.replicas(), leader_ordinal);
+    ensure_admin_token(&ctx, &validated).await?;
     apply_all(
         &ctx,
         &namespace,
@@ -140,6 +142,51 @@ pub async fn reconcile(store: Arc<ReplicatedStore>, ctx: Arc<Context>) -> Result
     // Pod changes (a leader pod deleted) reach the driver at once.
     ctx.drivers.ensure(&ctx, &validated);
     Ok(Action::requeue(Duration::from_secs(60)))
+}
+
+/// Create the store's admin token Secret once. It is never rewritten: the
+/// running members hold the token it had when they started.
+async fn ensure_admin_token(ctx: &Context, store: &ValidatedStore) -> Result<(), Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &store.namespace);
+    let name = labels::admin_token_secret_name(&store.name);
+    if secrets
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube(format!("get Secret {name}")))?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let secret = secret::admin_token_secret(store, &secret::new_admin_token());
+    match secrets.create(&PostParams::default(), &secret).await {
+        Ok(_) => {
+            tracing::info!(secret = %name, "admin token created");
+            Ok(())
+        }
+        // Created meanwhile (another pass): the first one stays.
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(e) => Err(Error::kube(format!("create Secret {name}"))(e)),
+    }
+}
+
+/// The store's admin token, when its Secret exists.
+pub async fn admin_token(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<crate::coordination::admin::AdminToken>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
+    let secret_name = labels::admin_token_secret_name(name);
+    let secret = secrets
+        .get_opt(&secret_name)
+        .await
+        .map_err(Error::kube(format!("get Secret {secret_name}")))?;
+    Ok(secret
+        .and_then(|s| s.data)
+        .and_then(|d| d.get(crate::build::pod::ADMIN_TOKEN_KEY).cloned())
+        .and_then(|b| String::from_utf8(b.0).ok())
+        .filter(|t| !t.is_empty())
+        .map(crate::coordination::admin::AdminToken))
 }
 
 /// Count the error by category and requeue per its policy.

@@ -40,6 +40,7 @@ impl Seen {
 struct ApiState {
     pods: Vec<Value>,
     store: Value,
+    secrets: std::collections::BTreeMap<String, Value>,
     seen: Vec<Seen>,
 }
 
@@ -55,6 +56,7 @@ impl FakeApi {
             state: Arc::new(Mutex::new(ApiState {
                 pods,
                 store: serde_json::to_value(store).unwrap(),
+                secrets: Default::default(),
                 seen: Vec::new(),
             })),
         }
@@ -76,11 +78,11 @@ impl FakeApi {
                     body,
                 };
                 let mut state = state.lock().unwrap();
-                let answer = answer(&mut state, &entry);
+                let (code, answer) = answer(&mut state, &entry);
                 state.seen.push(entry);
                 send.send_response(
                     Response::builder()
-                        .status(200)
+                        .status(code)
                         .body(Body::from(serde_json::to_vec(&answer).unwrap()))
                         .unwrap(),
                 );
@@ -131,8 +133,42 @@ fn ctx_for(client: Client, nodes: Arc<FakeNodes>) -> Arc<Context> {
     ))
 }
 
-/// What the API server answers to `seen`, changing its state as it would.
-fn answer(state: &mut ApiState, seen: &Seen) -> Value {
+/// What the API server answers to `seen` (status code, body), changing its
+/// state as it would.
+fn answer(state: &mut ApiState, seen: &Seen) -> (u16, Value) {
+    const SECRETS: &str = "/api/v1/namespaces/ns/secrets";
+    match (seen.method.as_str(), seen.path.as_str()) {
+        ("GET", p) if p.starts_with(SECRETS) => {
+            let name = p.rsplit('/').next().unwrap();
+            match state.secrets.get(name) {
+                Some(secret) => (200, secret.clone()),
+                None => (
+                    404,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "reason": "NotFound", "code": 404, "message": "not found"}),
+                ),
+            }
+        }
+        ("POST", SECRETS) => {
+            // stringData becomes data, as the API server stores it.
+            let mut secret: k8s_openapi::api::core::v1::Secret =
+                serde_json::from_value(seen.body.clone()).unwrap();
+            let data = secret.string_data.take().unwrap_or_default();
+            secret.data = Some(
+                data.into_iter()
+                    .map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes())))
+                    .collect(),
+            );
+            let stored = serde_json::to_value(&secret).unwrap();
+            let name = secret.metadata.name.unwrap();
+            state.secrets.insert(name, stored.clone());
+            (201, stored)
+        }
+        _ => (200, answer_ok(state, seen)),
+    }
+}
+
+fn answer_ok(state: &mut ApiState, seen: &Seen) -> Value {
     const STORE: &str = "/apis/rstore.dev/v1alpha1/namespaces/ns/replicatedstores/rs";
     match (seen.method.as_str(), seen.path.as_str()) {
         ("GET", "/api/v1/namespaces/ns/pods") => {
@@ -279,6 +315,19 @@ fn events(seen: &[Seen]) -> Vec<String> {
 async fn create_applies_every_object_and_leaves_status_to_the_driver() {
     let (result, seen) = run(&store(json!({})), vec![], Arc::new(FakeNodes::default())).await;
     assert!(result.is_ok());
+    let secret = seen
+        .iter()
+        .find(|s| s.is("POST", "/api/v1/namespaces/ns/secrets"))
+        .expect("the admin token Secret is created");
+    assert_eq!(secret.body["metadata"]["name"], "rs-admin-token");
+    assert_eq!(
+        secret.body["metadata"]["ownerReferences"][0]["uid"],
+        "uid-1"
+    );
+    assert_eq!(
+        secret.body["stringData"]["token"].as_str().unwrap().len(),
+        64
+    );
     let paths: Vec<&str> = applies(&seen).iter().map(|s| s.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -355,6 +404,7 @@ struct Scenario {
     api: FakeApi,
     nodes: Arc<FakeNodes>,
     tracker: ProbeTracker,
+    token: Option<crate::coordination::admin::AdminToken>,
     /// Every status any pass wrote, in order.
     written: Vec<ReplicatedStoreStatus>,
 }
@@ -366,8 +416,30 @@ impl Scenario {
             api: FakeApi::new(&store(spec), pods),
             nodes: Arc::new(FakeNodes::idle(members)),
             tracker: ProbeTracker::default(),
+            token: None,
             written: Vec::new(),
         }
+    }
+
+    /// A reconcile (objects and the admin token Secret); the nodes then
+    /// obey only that token, as pods started with it would.
+    async fn reconcile(&mut self) {
+        let (client, server) = self.api.client();
+        let ctx = ctx_for(client, self.nodes.clone());
+        reconcile(Arc::new(self.api.store()), ctx.clone())
+            .await
+            .unwrap();
+        ctx.drivers.stop("ns", "rs");
+        drop(ctx);
+        server.await.unwrap();
+        self.api.take_seen();
+        let token = self.api.state.lock().unwrap().secrets["rs-admin-token"]["data"]["token"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap();
+        let decoded: k8s_openapi::ByteString = serde_json::from_value(json!(token)).unwrap();
+        self.nodes
+            .require_token(&String::from_utf8(decoded.0).unwrap());
     }
 
     /// One driver pass (a probe tick); returns its requests.
@@ -375,7 +447,7 @@ impl Scenario {
         let (client, server) = self.api.client();
         let ctx = ctx_for(client, self.nodes.clone());
         let validated = validate(&self.api.store(), Some("rstore:test")).unwrap();
-        driver::pass(&ctx, &validated, &mut self.tracker)
+        driver::pass(&ctx, &validated, &mut self.tracker, &mut self.token)
             .await
             .unwrap()
             .unwrap();
@@ -408,6 +480,7 @@ impl Scenario {
 #[tokio::test]
 async fn the_driver_bootstraps_then_a_healthy_cluster_costs_only_reads() {
     let mut sc = Scenario::new(json!({}), 3);
+    sc.reconcile().await;
     let seen = sc.settle(5).await;
     assert_eq!(sc.nodes.calls()[0], "promote rs-0 1");
     assert!(sc.nodes.calls()[1].starts_with("follow rs-1 rs-0.rs-headless.ns.svc:7379 1"));
@@ -438,6 +511,7 @@ async fn the_driver_bootstraps_then_a_healthy_cluster_costs_only_reads() {
 #[tokio::test]
 async fn a_dead_leader_is_failed_over_and_returns_as_a_follower_across_passes() {
     let mut sc = Scenario::new(json!({}), 3);
+    sc.reconcile().await;
     sc.settle(5).await;
     sc.nodes.set_down("rs-0", true);
     let mut seen = Vec::new();
@@ -502,6 +576,7 @@ async fn a_dead_leader_is_failed_over_and_returns_as_a_follower_across_passes() 
 #[tokio::test]
 async fn a_deleted_leader_pod_is_replaced_at_once_and_rejoins_as_a_follower() {
     let mut sc = Scenario::new(json!({}), 3);
+    sc.reconcile().await;
     sc.settle(5).await;
     // The pod is being deleted: no probe needs to fail first.
     let mut deleting = pod(0, Some("leader"));
@@ -532,6 +607,7 @@ async fn a_deleted_leader_pod_is_replaced_at_once_and_rejoins_as_a_follower() {
 #[tokio::test]
 async fn a_switchover_annotation_moves_the_leader_and_is_cleared() {
     let mut sc = Scenario::new(json!({}), 3);
+    sc.reconcile().await;
     sc.settle(5).await;
     sc.api.annotate(driver::SWITCHOVER_ANNOTATION, "rs-2");
     let seen = sc.settle(10).await;
@@ -556,6 +632,7 @@ async fn a_switchover_annotation_moves_the_leader_and_is_cleared() {
 #[tokio::test]
 async fn semi_sync_failover_blocked_by_an_unreachable_follower_says_why() {
     let mut sc = Scenario::new(json!({}), 3);
+    sc.reconcile().await;
     sc.settle(5).await;
     sc.nodes.set_down("rs-0", true);
     sc.nodes.set_down("rs-2", true);

@@ -26,6 +26,18 @@ pub struct Member {
     pub role_label: Option<RoleLabel>,
     /// Whether its pod or process exists.
     pub presence: Presence,
+    /// Token the member's admin API wants for fence, promote and follow.
+    pub admin_token: Option<AdminToken>,
+}
+
+/// A secret admin token; its `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 /// Admin operations coordination needs. Object-safe so the controller can
@@ -72,6 +84,7 @@ impl HttpNodeAdmin {
 
     fn client(&self, member: &Member, timeout: Duration) -> AdminClient {
         AdminClient::with_timeout(member.admin_addr.clone(), timeout)
+            .with_token(member.admin_token.as_ref().map(|t| t.0.clone()))
     }
 }
 

@@ -44,6 +44,8 @@ struct Node {
 pub struct FakeNodes {
     nodes: Mutex<BTreeMap<String, Node>>,
     calls: Mutex<Vec<String>>,
+    /// Mutating calls must carry this admin token (as `--admin-token`).
+    token: Mutex<Option<String>>,
 }
 
 impl FakeNodes {
@@ -94,6 +96,11 @@ impl FakeNodes {
         if let Some(n) = self.nodes.lock().unwrap().get_mut(name) {
             n.fail_promote = Some(why.to_string());
         }
+    }
+
+    /// Refuse mutating calls that do not carry `token` (401).
+    pub fn require_token(&self, token: &str) {
+        *self.token.lock().unwrap() = Some(token.to_string());
     }
 
     /// Mutating calls so far, as `"promote rs-0 1"` / `"follow rs-1 rs-0:7379 1"`.
@@ -153,6 +160,16 @@ impl FakeNodes {
             .get_mut(&member.name)
             .filter(|n| !n.down)
             .ok_or_else(|| Self::refused(member, op))?;
+        if let Some(want) = self.token.lock().unwrap().as_deref()
+            && member.admin_token.as_ref().map(|t| t.0.as_str()) != Some(want)
+        {
+            return Err(AdminError::Status {
+                addr: member.admin_addr.clone(),
+                op: op.to_string(),
+                status: 401,
+                message: "admin token does not match".to_string(),
+            });
+        }
         self.calls.lock().unwrap().push(call);
         f(node).map_err(|message| AdminError::Status {
             addr: member.admin_addr.clone(),

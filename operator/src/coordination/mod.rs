@@ -486,6 +486,7 @@ mod tests {
             pod_ready: true,
             role_label: None,
             presence: Presence::Running,
+            admin_token: None,
         }
     }
 

@@ -424,6 +424,7 @@ impl Cluster {
                 pod_ready: false,
                 role_label: routes.label(&m.spec.name),
                 presence: m.presence,
+                admin_token: None,
             })
             .collect()
     }

@@ -180,6 +180,7 @@ mod tests {
             pod_ready: true,
             role_label: None,
             presence: Presence::Running,
+            admin_token: None,
         }
     }
 
