@@ -119,8 +119,10 @@ impl Node {
         &self.shared.engine
     }
 
-    /// Stop accepting, let in-flight commands finish, fsync and close.
+    /// Stop accepting, let in-flight commands finish, fsync and close. A
+    /// leader hands over first ([`hand_over`]).
     pub async fn shutdown(self) -> Result<(), NodeError> {
+        hand_over(&self.shared.engine, HANDOVER_WAIT).await;
         self.shutdown_tx.send_replace(true);
         for t in self.tasks {
             let _ = t.await;
@@ -131,6 +133,53 @@ impl Node {
             .map_err(|e| NodeError::Config(format!("close task failed: {e}")))??;
         tracing::info!("shut down cleanly");
         Ok(())
+    }
+}
+
+/// How long a stopping leader waits for a follower to take its whole log.
+const HANDOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// A leader asked to stop (SIGTERM: a pod deletion, a rolling update)
+/// fences itself, so no write is acknowledged from then on, keeps
+/// streaming, and waits up to `wait` until a follower has received its
+/// whole log. The failover that follows then promotes a member that has
+/// every write this leader ever acknowledged, in async mode too, and
+/// writes pause only for the detection and promotion.
+pub async fn hand_over(engine: &Engine, wait: Duration) {
+    let role = engine.role();
+    if role.role != crate::admin::Role::Leader || role.fenced || engine.followers().is_empty() {
+        return;
+    }
+    if let Err(e) = engine.fence(role.epoch) {
+        tracing::warn!("cannot fence before stopping: {e}");
+        return;
+    }
+    let end = engine.wal().last_offset();
+    let started = Instant::now();
+    loop {
+        let followers = engine.followers();
+        if followers.is_empty() {
+            // They went away too (the whole cluster is stopping).
+            tracing::info!("stopping leader: no follower left to hand over to");
+            return;
+        }
+        if let Some(f) = followers.iter().find(|f| f.received >= end) {
+            tracing::info!(
+                follower = %f.node_id,
+                offset = end,
+                waited_ms = started.elapsed().as_millis() as u64,
+                "stopping leader handed over: a follower has its whole log"
+            );
+            return;
+        }
+        if started.elapsed() >= wait {
+            tracing::warn!(
+                offset = end,
+                "stopping leader: no follower reached the end of its log within {wait:?}"
+            );
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

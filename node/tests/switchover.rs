@@ -305,3 +305,60 @@ fn a_fenced_leader_promoted_again_makes_its_followers_reconnect_and_count() {
     assert_eq!(target.status()["last_log_epoch"], 3);
     assert_eq!(get(&target, "after"), Reply::Bulk(b"2".to_vec()));
 }
+
+/// SIGTERM of a leader (a pod deletion, a rolling update) hands over: it
+/// fences itself and exits only once a follower holds its whole log, so
+/// even writes acknowledged in async mode survive the failover that
+/// follows.
+#[test]
+fn a_leader_stopped_with_sigterm_waits_until_a_follower_has_its_whole_log() {
+    let mut leader = Node::start_named("leader", &["--role", "leader", "--fsync", "never"]);
+    let target = follower(&leader, "target", &[]);
+    let mut c = leader.client();
+    // A backlog the follower has not received: it is paused.
+    target.pause();
+    let value = vec![b'v'; 64 << 10];
+    for chunk in 0..4 {
+        let mut pipe = redis::pipe();
+        for i in 0..64 {
+            pipe.cmd("SET")
+                .arg(format!("big{}", chunk * 64 + i))
+                .arg(&value)
+                .ignore();
+        }
+        pipe.query::<()>(&mut c).unwrap();
+    }
+    let end = offset(&leader.status(), "appended");
+    let received = leader.status()["followers"][0]["received"]
+        .as_u64()
+        .unwrap();
+    assert!(received < end, "the follower already has the backlog");
+    // Stop the leader while its follower is still paused; let the follower
+    // go on a moment later, as a slow network would.
+    let resume_later = {
+        let pid = target.addrs.pid;
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = std::process::Command::new("kill")
+                .args(["-CONT", &pid.to_string()])
+                .status();
+        })
+    };
+    let exit = leader.terminate();
+    resume_later.join().unwrap();
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        leader.stderr().contains("handed over"),
+        "{}",
+        leader.stderr()
+    );
+    assert_eq!(offset(&target.status(), "appended"), end);
+    // Every acknowledged write is there once the follower is promoted.
+    post(&target, "/promote", r#"{"epoch": 2}"#);
+    for i in 0..256 {
+        match get(&target, &format!("big{i}")) {
+            Reply::Bulk(v) => assert_eq!(v.len(), value.len()),
+            other => panic!("big{i} lost: {other:?}"),
+        }
+    }
+}

@@ -53,6 +53,10 @@
 //!   target's log reaches the leader's end (at most `switchover_timeout_ms`,
 //!   after which the highest member is kept, usually the old leader), then
 //!   fence the rest and go on as above with the target preferred.
+//! - A leader whose pod is being deleted but still answers (it hands over
+//!   on SIGTERM: fenced, streaming its tail) is replaced by a switchover to
+//!   the most up-to-date follower, so nothing it acknowledged is lost even
+//!   in async mode; once it stops answering it is simply failed over.
 //! - Scale-down: when the desired member count leaves out the leader's
 //!   ordinal, a switchover to the most up-to-date follower that stays
 //!   comes first; [`statefulset_replicas`] keeps the leader's pod until then.
@@ -156,10 +160,11 @@ pub struct MemberView {
 }
 
 impl MemberView {
+    /// What it answered; a pod being deleted still runs until it exits.
     fn status(&self) -> Option<&StatusResponse> {
         match self.presence {
-            Presence::Running => self.probe.as_ref().ok(),
-            Presence::Gone | Presence::Deleting => None,
+            Presence::Running | Presence::Deleting => self.probe.as_ref().ok(),
+            Presence::Gone => None,
         }
     }
 
@@ -625,12 +630,20 @@ fn steady(obs: &Observation, plan: &mut Plan, leader: &MemberView, epoch: u64) {
         return;
     }
     let scale_down = scale_down_target(obs, leader, epoch);
+    let deleting = (leader.presence == Presence::Deleting)
+        .then(|| best_follower(obs, leader, epoch, i32::MAX))
+        .flatten();
     let requested = obs.switchover_to.as_deref().filter(|t| *t != leader.name);
-    if let Some(target) = requested.or(scale_down.as_deref()) {
+    if let Some(target) = requested.or(deleting.as_deref()).or(scale_down.as_deref()) {
         match obs.member(target) {
             Some(t) if t.follows(leader, epoch) && !t.loading_snapshot() => {
                 let message = if requested.is_some() {
                     format!("switchover from {} to {target} requested", leader.name)
+                } else if deleting.is_some() {
+                    format!(
+                        "leader {} is being deleted: handing over to {target}",
+                        leader.name
+                    )
                 } else {
                     format!(
                         "scale-down to {} members removes leader {}: switchover to {target}",
@@ -669,9 +682,20 @@ fn scale_down_target(obs: &Observation, leader: &MemberView, epoch: u64) -> Opti
     if leader.ordinal < desired {
         return None;
     }
+    best_follower(obs, leader, epoch, desired)
+}
+
+/// The most up-to-date streaming follower below ordinal `below`, lowest
+/// ordinal on ties.
+fn best_follower(obs: &Observation, leader: &MemberView, epoch: u64, below: i32) -> Option<String> {
     obs.members
         .iter()
-        .filter(|m| m.ordinal < desired && m.follows(leader, epoch) && !m.loading_snapshot())
+        .filter(|m| {
+            m.ordinal < below
+                && m.presence == Presence::Running
+                && m.follows(leader, epoch)
+                && !m.loading_snapshot()
+        })
         .max_by_key(|m| (m.log_position(), std::cmp::Reverse(m.ordinal)))
         .map(|m| m.name.clone())
 }
@@ -789,7 +813,15 @@ fn continue_failover(obs: &Observation, plan: &mut Plan, mut fo: FailoverProgres
                 let reached = target.and_then(MemberView::log_position).map(|(_, o)| o);
                 let caught_up = reached.is_some_and(|o| o >= end);
                 let waited = now.saturating_sub(fo.phase_started_at_ms);
-                if !caught_up && waited < obs.settings.switchover_timeout_ms {
+                // A leader that exited streams nothing more: waiting is vain.
+                let leader_gone = fo
+                    .old_leader
+                    .as_deref()
+                    .and_then(|l| obs.member(l))
+                    .is_none_or(|o| {
+                        o.status().is_none() && !o.merely_suspected(obs.settings.failure_threshold)
+                    });
+                if !caught_up && !leader_gone && waited < obs.settings.switchover_timeout_ms {
                     plan.waiting = Some(format!(
                         "switchover: waiting for {} to reach offset {end} (at {})",
                         fo.target.as_deref().unwrap_or("?"),
@@ -797,7 +829,7 @@ fn continue_failover(obs: &Observation, plan: &mut Plan, mut fo: FailoverProgres
                     ));
                     break;
                 }
-                if !caught_up {
+                if !caught_up && !leader_gone {
                     plan.events.push(Event::new(
                         EventReason::FailoverBlocked,
                         format!(

@@ -32,8 +32,9 @@ impl SimNode {
         format!("{}:7379", self.name)
     }
 
+    /// Answers (a pod being deleted runs until its process exits).
     fn up(&self) -> bool {
-        self.presence == Presence::Running && self.answering
+        self.presence != Presence::Gone && self.answering
     }
 
     fn status(&self) -> StatusResponse {
@@ -507,7 +508,10 @@ fn a_leader_whose_process_is_gone_fails_over_at_once() {
         plan.record.failover.as_ref().unwrap().reason,
         FailoverReason::LeaderGone
     );
+    // Being deleted and no longer answering: gone (one that still answers
+    // hands over by switchover, below).
     sim.node("rs-0").presence = Presence::Deleting;
+    sim.node("rs-0").answering = false;
     let plan = decide(&sim.observe());
     assert_eq!(
         plan.record.failover.as_ref().unwrap().reason,
@@ -1149,4 +1153,62 @@ fn a_scale_down_that_would_remove_the_leader_first_switches_over_to_a_remaining_
     // Once moved, nothing more happens.
     let plans = sim.settle();
     assert!(events(&plans).is_empty());
+}
+
+#[test]
+fn a_leader_pod_being_deleted_hands_over_by_switchover_and_loses_nothing_even_in_async() {
+    let mut sim = Sim::healthy(3, 2);
+    sim.settings.mode = ReplicationMode::Async;
+    sim.node("rs-0").end = 1400; // acknowledged locally, not yet streamed
+    sim.node("rs-0").committed = 1400;
+    sim.node("rs-0").presence = Presence::Deleting;
+    sim.now += 500;
+    sim.probe();
+    let plans = sim.pass();
+    let fo = plans.last().unwrap().record.failover.clone().unwrap();
+    assert_eq!(fo.reason, FailoverReason::Switchover);
+    assert_eq!(fo.phase, Phase::CatchingUp);
+    assert_eq!(fo.target.as_deref(), Some("rs-1"));
+    // Its stream delivers the tail, then it exits.
+    sim.node("rs-1").end = 1400;
+    sim.kill("rs-0");
+    let plans = sim.settle();
+    let done = completed(&plans).unwrap();
+    assert_eq!(done.new_leader, "rs-1");
+    assert_eq!(done.lost_bytes, 0);
+    assert_eq!(sim.node("rs-1").end, 1400);
+}
+
+#[test]
+fn a_deleted_leader_that_already_exited_is_failed_over_at_once() {
+    let mut sim = Sim::healthy(3, 2);
+    sim.node("rs-0").presence = Presence::Deleting;
+    sim.node("rs-0").answering = false;
+    let plan = decide(&sim.observe());
+    let fo = plan.record.failover.unwrap();
+    assert_eq!(fo.reason, FailoverReason::LeaderGone);
+    assert_eq!(fo.phase, Phase::Fencing);
+}
+
+#[test]
+fn a_switchover_stops_waiting_for_catch_up_once_the_old_leader_is_gone() {
+    let mut sim = Sim::healthy(3, 2);
+    sim.node("rs-0").end = 1300;
+    sim.switchover_to = Some("rs-2".into());
+    sim.now += 500;
+    sim.probe();
+    sim.pass();
+    sim.kill("rs-0");
+    sim.now += 100; // far below the switchover timeout
+    let plans = sim.pass();
+    assert!(
+        plans.iter().any(|p| p
+            .record
+            .failover
+            .as_ref()
+            .is_none_or(|f| f.phase != Phase::CatchingUp)),
+        "still waiting for a dead leader's stream"
+    );
+    sim.settle();
+    assert_eq!(sim.leaders().len(), 1);
 }
