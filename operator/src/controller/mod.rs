@@ -5,6 +5,7 @@
 //! labels and writes the status.
 
 pub mod driver;
+pub mod lease;
 pub mod members;
 pub mod status;
 
