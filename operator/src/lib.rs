@@ -35,4 +35,5 @@ pub mod labels;
 pub mod local;
 pub mod metrics;
 pub mod render;
+pub mod rollout;
 pub mod validate;

@@ -159,7 +159,9 @@ fn container(store: &ValidatedStore) -> Container {
         ]),
         startup_probe: Some(startup_probe()),
         liveness_probe: Some(http_probe("/healthz", 10, 3)),
-        readiness_probe: Some(http_probe("/readyz", 5, 2)),
+        // Every second: a promoted member joins the leader Service (and a
+        // demoted one leaves the read Service) within about a second.
+        readiness_probe: Some(http_probe("/readyz", 1, 2)),
         resources: Some(resources(store)),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),

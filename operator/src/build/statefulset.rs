@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{
     StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimSpec, VolumeResourceRequirements,
@@ -28,6 +29,12 @@ pub fn build(store: &ValidatedStore, replicas: i32) -> StatefulSet {
             // Pods start idle and the operator gives each its role, so there
             // is no start-up order to keep: create them all at once.
             pod_management_policy: Some("Parallel".to_string()),
+            // The operator replaces members itself, followers first and
+            // the leader last after a switchover (crate::rollout).
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".to_string()),
+                rolling_update: None,
+            }),
             selector: LabelSelector {
                 match_labels: Some(labels::selector_labels(&store.name)),
                 ..LabelSelector::default()
@@ -89,6 +96,11 @@ mod tests {
     fn statefulset_shape() {
         let sts = build(&store("  replicas: 5"), 5);
         let spec = sts.spec.unwrap();
+        assert_eq!(
+            spec.update_strategy.as_ref().unwrap().type_.as_deref(),
+            Some("OnDelete"),
+            "the operator rolls members itself, leader last"
+        );
         assert_eq!(spec.replicas, Some(5));
         assert_eq!(spec.service_name.as_deref(), Some("rs-headless"));
         assert_eq!(spec.pod_management_policy.as_deref(), Some("Parallel"));

@@ -15,10 +15,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use tokio::sync::{Notify, watch};
 
@@ -29,10 +30,23 @@ use crate::coordination::{self, Driver, Member, PassInput, ProbeTracker};
 use crate::crd::{MemberStatus, ReplicatedStore, ReplicatedStoreStatus};
 use crate::error::Error;
 use crate::labels::{self, ROLE_LABEL};
+use crate::rollout::{self, RolloutInput, RolloutMember, RolloutStep};
 use crate::validate::{ValidatedStore, validate};
 
 /// Annotation requesting a planned switchover to the named pod.
 pub const SWITCHOVER_ANNOTATION: &str = "rstore.dev/switchover-to";
+
+/// What a driver task keeps between passes.
+#[derive(Default)]
+pub(crate) struct TaskState {
+    pub tracker: ProbeTracker,
+    /// Read once found: the Secret is never rewritten.
+    pub token: Option<AdminToken>,
+    /// The member a rolling update waits on, and since when (unix ms).
+    pub rollout_wait: Option<(String, u64)>,
+    /// A switchover the rolling update asked for.
+    pub rollout_switchover: Option<String>,
+}
 
 /// A running driver task.
 struct Handle {
@@ -104,13 +118,11 @@ fn millis(value: i32) -> Duration {
 }
 
 async fn run(ctx: Arc<Context>, mut spec: watch::Receiver<ValidatedStore>, poke: Arc<Notify>) {
-    let mut tracker = ProbeTracker::default();
-    // Read once found: the Secret is never rewritten.
-    let mut token = None;
+    let mut state = TaskState::default();
     loop {
         let validated = spec.borrow_and_update().clone();
         let period = millis(validated.spec.failover.probe_period_ms).max(Duration::from_millis(50));
-        let busy = match pass(&ctx, &validated, &mut tracker, &mut token).await {
+        let busy = match pass(&ctx, &validated, &mut state).await {
             Ok(Some(busy)) => busy,
             Ok(None) => return, // the resource is gone
             Err(err) => {
@@ -137,9 +149,14 @@ async fn run(ctx: Arc<Context>, mut spec: watch::Receiver<ValidatedStore>, poke:
 pub(crate) async fn pass(
     ctx: &Arc<Context>,
     validated: &ValidatedStore,
-    tracker: &mut ProbeTracker,
-    token: &mut Option<AdminToken>,
+    state: &mut TaskState,
 ) -> Result<Option<bool>, Error> {
+    let TaskState {
+        tracker,
+        token,
+        rollout_wait,
+        rollout_switchover,
+    } = state;
     let name = &validated.name;
     let namespace = &validated.namespace;
     let stores: Api<ReplicatedStore> = Api::namespaced(ctx.client.clone(), namespace);
@@ -178,7 +195,8 @@ pub(crate) async fn pass(
     for (member, probe) in members.iter().zip(&probes) {
         tracker.record(&member.name, probe, now);
     }
-    let switchover_to = store.annotations().get(SWITCHOVER_ANNOTATION).cloned();
+    let requested = store.annotations().get(SWITCHOVER_ANNOTATION).cloned();
+    let switchover_to = requested.clone().or_else(|| rollout_switchover.clone());
     // The spec as stored may be invalid now; the last valid one drives the
     // brain (a failover must not wait for a typo to be fixed) and the
     // InvalidSpec conditions stay.
@@ -190,6 +208,7 @@ pub(crate) async fn pass(
         desired_replicas: validated.replicas(),
         last: Mutex::new(previous.clone()),
         invalid: invalid.clone(),
+        rollout: Mutex::new(None),
     };
     let outcome = coordination::run_pass(
         ctx.admin.as_ref(),
@@ -214,6 +233,45 @@ pub(crate) async fn pass(
         ctx.metrics
             .failover(record.reason.as_str(), record.total_ms as f64 / 1000.0);
     }
+    if rollout_switchover.as_ref().is_some_and(|t| {
+        outcome.plan.record.failover.is_none() && outcome.plan.record.leader.as_ref() == Some(t)
+    }) {
+        *rollout_switchover = None;
+    }
+    let step = if outcome.plan.record.failover.is_some() {
+        None
+    } else {
+        let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
+        let update_revision = statefulsets
+            .get_opt(name)
+            .await
+            .map_err(Error::kube(format!("get StatefulSet {name}")))?
+            .and_then(|sts| sts.status)
+            .and_then(|st| st.update_revision);
+        let step = rollout::plan(&RolloutInput {
+            update_revision,
+            members: rollout_members(&pods.items, &outcome.members),
+            leader: outcome.plan.record.leader.clone(),
+            failover_in_progress: false,
+            max_lag_bytes: ROLLOUT_MAX_LAG_BYTES,
+            now_ms: coordination::now_ms(),
+            waiting_on: rollout_wait.clone(),
+            stuck_after_ms: ROLLOUT_STUCK_AFTER_MS,
+        });
+        roll(
+            ctx,
+            &store,
+            &driver.pods,
+            &step,
+            rollout_wait,
+            rollout_switchover,
+        )
+        .await?;
+        Some(step)
+    };
+    if let Ok(mut r) = driver.rollout.lock() {
+        *r = step;
+    }
     // The final status of the pass (members and conditions move even when
     // the brain's record does not).
     driver
@@ -231,10 +289,10 @@ pub(crate) async fn pass(
             .waiting
             .as_deref()
             .is_some_and(|w| w.contains("is not a member"))
-        || (switchover_to.is_some()
-            && switchover_to == outcome.plan.record.leader
+        || (requested.is_some()
+            && requested == outcome.plan.record.leader
             && outcome.plan.record.failover.is_none());
-    if switchover_done && switchover_to.is_some() {
+    if switchover_done && requested.is_some() {
         let patch = serde_json::json!({"metadata": {"annotations": {SWITCHOVER_ANNOTATION: null}}});
         stores
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -244,6 +302,81 @@ pub(crate) async fn pass(
             )))?;
     }
     Ok(Some(outcome.plan.record.failover.is_some()))
+}
+
+/// A follower further behind than this is not caught up (rolling update).
+const ROLLOUT_MAX_LAG_BYTES: u64 = 1 << 20;
+/// A rolling update waiting this long on one member is stuck.
+const ROLLOUT_STUCK_AFTER_MS: u64 = 10 * 60 * 1000;
+/// The pod label holding its StatefulSet revision.
+const REVISION_LABEL: &str = "controller-revision-hash";
+
+fn rollout_members(pods: &[Pod], members: &[MemberStatus]) -> Vec<RolloutMember> {
+    members
+        .iter()
+        .filter_map(|m| {
+            let pod = pods
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(&m.name))?;
+            let ordinal = m.name.rsplit_once('-')?.1.parse().ok()?;
+            Some(RolloutMember {
+                name: m.name.clone(),
+                ordinal,
+                revision: pod.labels().get(REVISION_LABEL).cloned(),
+                ready: m.ready,
+                being_deleted: pod.metadata.deletion_timestamp.is_some(),
+                lag_bytes: m.lag_bytes.and_then(|l| u64::try_from(l).ok()),
+                label: RoleLabel::parse(&m.role).filter(|_| m.ready),
+            })
+        })
+        .collect()
+}
+
+/// Carry out a rollout step; remember what it waits on.
+async fn roll(
+    ctx: &Context,
+    store: &ReplicatedStore,
+    pods: &Api<Pod>,
+    step: &RolloutStep,
+    waiting: &mut Option<(String, u64)>,
+    switchover: &mut Option<String>,
+) -> Result<(), Error> {
+    match step {
+        RolloutStep::Done => {
+            *waiting = None;
+            *switchover = None;
+        }
+        RolloutStep::Delete(pod) => {
+            *waiting = None;
+            tracing::info!(%pod, "rolling update: replacing member");
+            pods.delete(pod, &DeleteParams::default())
+                .await
+                .map_err(Error::kube(format!("delete pod {pod}")))?;
+            publish_about(
+                ctx,
+                store,
+                Some(pod),
+                EventType::Normal,
+                "RollingUpdate",
+                "Update",
+                format!("{pod} deleted to run the new revision"),
+            )
+            .await;
+        }
+        RolloutStep::Switchover(to) => {
+            *waiting = None;
+            if switchover.as_deref() != Some(to.as_str()) {
+                tracing::info!(%to, "rolling update: switchover before updating the leader");
+                *switchover = Some(to.clone());
+            }
+        }
+        RolloutStep::Wait { member, .. } | RolloutStep::Stuck { member, .. } => {
+            if waiting.as_ref().is_none_or(|(m, _)| m != member) {
+                *waiting = Some((member.clone(), coordination::now_ms()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Events for steady-state actions and for every failed step.
@@ -326,6 +459,8 @@ struct KubeDriver {
     /// skip writes that change nothing.
     last: Mutex<ReplicatedStoreStatus>,
     invalid: Option<crate::validate::ValidationError>,
+    /// The rolling update's step this pass, for conditions.
+    rollout: Mutex<Option<RolloutStep>>,
 }
 
 impl KubeDriver {
@@ -337,11 +472,13 @@ impl KubeDriver {
             .map_err(|_| "status lock poisoned".to_string())?;
         let generation = self.store.metadata.generation;
         let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let rollout = self.rollout.lock().ok().and_then(|r| r.clone());
         let mut next = status::from_plan(
             &previous,
             self.desired_replicas,
             plan,
             members,
+            rollout.as_ref(),
             generation,
             &now,
         );

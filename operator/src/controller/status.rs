@@ -5,6 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use crate::brain::{self, Plan, Recorded};
 use crate::conditions::{self, AVAILABLE, DEGRADED, Desired, PROGRESSING};
 use crate::crd::{MemberStatus, ReplicatedStoreStatus};
+use crate::rollout::RolloutStep;
 use crate::validate::ValidationError;
 
 /// Status for a spec that failed validation: everything observed before is
@@ -41,6 +42,7 @@ pub fn from_plan(
     desired_replicas: i32,
     plan: &Plan,
     members: &[MemberStatus],
+    rollout: Option<&RolloutStep>,
     generation: Option<i64>,
     now: &Time,
 ) -> ReplicatedStoreStatus {
@@ -95,6 +97,8 @@ pub fn from_plan(
                 fo.epoch
             ),
         )
+    } else if let Some(RolloutStep::Stuck { reason, .. }) = rollout {
+        Desired::new(DEGRADED, true, "RolloutStuck", reason.clone())
     } else if let Some(b) = scale_down_blocked {
         Desired::new(DEGRADED, true, "ScaleDownBlocked", b)
     } else if let (Some(w), true) = (&waiting, record.epoch > 0) {
@@ -115,7 +119,19 @@ pub fn from_plan(
         && ready_replicas == desired_replicas
         && leader_ready
         && record.failover.is_none();
-    let progressing = if in_sync {
+    let rolling = match rollout {
+        Some(RolloutStep::Delete(pod)) => Some(format!("rolling update: replacing {pod}")),
+        Some(RolloutStep::Switchover(to)) => {
+            Some(format!("rolling update: switching over to {to}"))
+        }
+        Some(RolloutStep::Wait { reason, .. } | RolloutStep::Stuck { reason, .. }) => {
+            Some(reason.clone())
+        }
+        Some(RolloutStep::Done) | None => None,
+    };
+    let progressing = if let Some(message) = rolling {
+        Desired::new(PROGRESSING, true, "RollingUpdate", message)
+    } else if in_sync {
         Desired::new(
             PROGRESSING,
             false,

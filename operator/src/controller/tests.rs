@@ -16,7 +16,6 @@ use kube::client::Body;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::coordination::ProbeTracker;
 use crate::coordination::fake::FakeNodes;
 use crate::validate::validate;
 
@@ -41,6 +40,8 @@ struct ApiState {
     pods: Vec<Value>,
     store: Value,
     secrets: std::collections::BTreeMap<String, Value>,
+    /// Objects applied by path (StatefulSet, Services, PDB).
+    objects: std::collections::BTreeMap<String, Value>,
     seen: Vec<Seen>,
 }
 
@@ -57,6 +58,7 @@ impl FakeApi {
                 pods,
                 store: serde_json::to_value(store).unwrap(),
                 secrets: Default::default(),
+                objects: Default::default(),
                 seen: Vec::new(),
             })),
         }
@@ -117,6 +119,10 @@ impl FakeApi {
         self.state.lock().unwrap().pods = pods;
     }
 
+    fn set_object_status(&self, path: &str, status: Value) {
+        self.state.lock().unwrap().objects.get_mut(path).unwrap()["status"] = status;
+    }
+
     fn annotate(&self, key: &str, value: &str) {
         self.state.lock().unwrap().store["metadata"]["annotations"] = json!({ key: value });
     }
@@ -164,6 +170,29 @@ fn answer(state: &mut ApiState, seen: &Seen) -> (u16, Value) {
             state.secrets.insert(name, stored.clone());
             (201, stored)
         }
+        ("GET", p)
+            if p.starts_with("/apis/apps/v1/")
+                || p.starts_with("/api/v1/namespaces/ns/services/")
+                || p.starts_with("/apis/policy/v1/") =>
+        {
+            match state.objects.get(p) {
+                Some(o) => (200, o.clone()),
+                None => (
+                    404,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                           "reason": "NotFound", "code": 404, "message": "not found"}),
+                ),
+            }
+        }
+        ("PATCH", p) if seen.query.contains("fieldManager=rstore-operator") && p != STATUS => {
+            // Apply: what was sent, keeping the status the cluster wrote.
+            let mut object = seen.body.clone();
+            if let Some(status) = state.objects.get(p).map(|o| o["status"].clone()) {
+                object["status"] = status;
+            }
+            state.objects.insert(p.to_string(), object.clone());
+            (200, object)
+        }
         _ => (200, answer_ok(state, seen)),
     }
 }
@@ -193,6 +222,15 @@ fn answer_ok(state: &mut ApiState, seen: &Seen) -> Value {
                 }
             }
             pod.clone()
+        }
+        ("DELETE", p) if p.starts_with("/api/v1/namespaces/ns/pods/") => {
+            let name = p.rsplit('/').next().unwrap();
+            state
+                .pods
+                .iter()
+                .find(|p| p["metadata"]["name"] == name)
+                .cloned()
+                .unwrap_or(Value::Null)
         }
         ("PATCH", STATUS) => {
             // Apply by the only manager of status: the applied object is
@@ -403,8 +441,7 @@ async fn invalid_spec_is_reported_and_nothing_applied() {
 struct Scenario {
     api: FakeApi,
     nodes: Arc<FakeNodes>,
-    tracker: ProbeTracker,
-    token: Option<crate::coordination::admin::AdminToken>,
+    state: driver::TaskState,
     /// Every status any pass wrote, in order.
     written: Vec<ReplicatedStoreStatus>,
 }
@@ -415,8 +452,7 @@ impl Scenario {
         Self {
             api: FakeApi::new(&store(spec), pods),
             nodes: Arc::new(FakeNodes::idle(members)),
-            tracker: ProbeTracker::default(),
-            token: None,
+            state: driver::TaskState::default(),
             written: Vec::new(),
         }
     }
@@ -447,7 +483,7 @@ impl Scenario {
         let (client, server) = self.api.client();
         let ctx = ctx_for(client, self.nodes.clone());
         let validated = validate(&self.api.store(), Some("rstore:test")).unwrap();
-        driver::pass(&ctx, &validated, &mut self.tracker, &mut self.token)
+        driver::pass(&ctx, &validated, &mut self.state)
             .await
             .unwrap()
             .unwrap();
@@ -661,4 +697,69 @@ async fn semi_sync_failover_blocked_by_an_unreachable_follower_says_why() {
     sc.nodes.set_down("rs-2", false);
     sc.settle(5).await;
     assert_eq!(sc.api.status().leader.as_deref(), Some("rs-1"));
+}
+
+fn revisioned(i: i32, role: Option<&str>, revision: &str) -> Value {
+    let mut p = pod(i, role);
+    p["metadata"]["labels"]["controller-revision-hash"] = json!(revision);
+    p
+}
+
+/// A spec change rolls followers first, one at a time, then switches over
+/// and replaces the old leader last; writes never lose their leader.
+#[tokio::test]
+async fn a_rolling_update_replaces_followers_first_and_the_leader_after_a_switchover() {
+    let mut sc = Scenario::new(json!({}), 3);
+    sc.reconcile().await;
+    sc.api
+        .set_pods((0..3).map(|i| revisioned(i, None, "old")).collect());
+    sc.settle(5).await;
+    assert_eq!(sc.api.status().leader.as_deref(), Some("rs-0"));
+    // The StatefulSet controller reports a new revision.
+    sc.api
+        .set_object_status(STS, json!({"updateRevision": "new", "replicas": 3}));
+    let mut deleted = Vec::new();
+    let mut switched_before_leader = false;
+    for _ in 0..40 {
+        let seen = sc.pass().await;
+        let status = sc.api.status();
+        if status.last_failover.as_ref().is_some_and(|f| {
+            f.reason == crate::brain::FailoverReason::Switchover
+                && f.old_leader.as_deref() == Some("rs-0")
+        }) && !deleted.contains(&"rs-0".to_string())
+        {
+            switched_before_leader = true;
+        }
+        for d in seen.iter().filter(|s| s.method == "DELETE") {
+            let name = d.path.rsplit('/').next().unwrap().to_string();
+            // The StatefulSet recreates it at the new revision; its node
+            // restarts (idle, never self-promoting).
+            let ordinal: i32 = name.rsplit_once('-').unwrap().1.parse().unwrap();
+            let mut pods = sc.api.state.lock().unwrap().pods.clone();
+            pods[usize::try_from(ordinal).unwrap()] = revisioned(ordinal, None, "new");
+            sc.api.set_pods(pods);
+            sc.nodes.restart(&name);
+            deleted.push(name);
+        }
+        let condition_progressing = condition(&status, "Progressing").reason.clone();
+        if deleted.len() == 3
+            && condition_progressing != "RollingUpdate"
+            && status.failover.is_none()
+        {
+            break;
+        }
+    }
+    assert_eq!(
+        deleted,
+        ["rs-2", "rs-1", "rs-0"],
+        "followers first, leader last"
+    );
+    assert!(
+        switched_before_leader,
+        "the leader moved before its pod went"
+    );
+    let status = sc.api.status();
+    assert_ne!(status.leader.as_deref(), Some("rs-0"));
+    assert_eq!(condition(&status, "Available").status, "True");
+    assert_eq!(sc.api.label("rs-0").as_deref(), Some("follower"));
 }
