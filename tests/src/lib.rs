@@ -2,6 +2,7 @@
 //! loopback ports and talk to them with real Redis clients and the admin
 //! HTTP API.
 
+pub mod k8s;
 pub mod kind;
 pub mod local;
 
