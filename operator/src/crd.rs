@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+    Affinity, LocalObjectReference, PodSecurityContext, ResourceRequirements, SecurityContext,
+    Toleration, TopologySpreadConstraint,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -98,6 +99,21 @@ pub struct ReplicatedStoreSpec {
     /// Pod placement.
     #[serde(default)]
     pub scheduling: SchedulingSpec,
+
+    /// Secrets for pulling the node image from a private registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<LocalObjectReference>>,
+
+    /// Pod security context of the members. Replaces the default (non-root
+    /// user 10001, fsGroup 10001, RuntimeDefault seccomp) when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security_context: Option<PodSecurityContext>,
+
+    /// Security context of the node container. Replaces the default
+    /// (non-root, read-only root filesystem, no privilege escalation, every
+    /// capability dropped) when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
 }
 
 fn default_replicas() -> i32 {

@@ -77,18 +77,21 @@ pub fn template(store: &ValidatedStore) -> PodTemplateSpec {
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),
             termination_grace_period_seconds: Some(30),
-            security_context: Some(PodSecurityContext {
-                run_as_non_root: Some(true),
-                run_as_user: Some(RUN_AS),
-                run_as_group: Some(RUN_AS),
-                fs_group: Some(RUN_AS),
-                fs_group_change_policy: Some("OnRootMismatch".to_string()),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".to_string(),
-                    ..SeccompProfile::default()
-                }),
-                ..PodSecurityContext::default()
-            }),
+            image_pull_secrets: store.spec.image_pull_secrets.clone(),
+            security_context: Some(store.spec.pod_security_context.clone().unwrap_or(
+                PodSecurityContext {
+                    run_as_non_root: Some(true),
+                    run_as_user: Some(RUN_AS),
+                    run_as_group: Some(RUN_AS),
+                    fs_group: Some(RUN_AS),
+                    fs_group_change_policy: Some("OnRootMismatch".to_string()),
+                    seccomp_profile: Some(SeccompProfile {
+                        type_: "RuntimeDefault".to_string(),
+                        ..SeccompProfile::default()
+                    }),
+                    ..PodSecurityContext::default()
+                },
+            )),
             volumes: Some(vec![Volume {
                 // The root filesystem is read-only; /tmp is scratch space.
                 name: "tmp".to_string(),
@@ -163,16 +166,22 @@ fn container(store: &ValidatedStore) -> Container {
         // demoted one leaves the read Service) within about a second.
         readiness_probe: Some(http_probe("/readyz", 1, 2)),
         resources: Some(resources(store)),
-        security_context: Some(SecurityContext {
-            run_as_non_root: Some(true),
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_string()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
+        security_context: Some(
+            store
+                .spec
+                .security_context
+                .clone()
+                .unwrap_or(SecurityContext {
+                    run_as_non_root: Some(true),
+                    allow_privilege_escalation: Some(false),
+                    read_only_root_filesystem: Some(true),
+                    capabilities: Some(Capabilities {
+                        drop: Some(vec!["ALL".to_string()]),
+                        ..Capabilities::default()
+                    }),
+                    ..SecurityContext::default()
+                }),
+        ),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: DATA_VOLUME.to_string(),
@@ -478,6 +487,33 @@ mod tests {
         let no_auth = pod_spec("  {}");
         let env = no_auth.containers[0].env.as_ref().unwrap();
         assert!(!env.iter().any(|e| e.name == PASSWORD_ENV));
+    }
+
+    #[test]
+    fn pull_secrets_and_security_contexts_come_from_the_spec() {
+        let spec = pod_spec(
+            "  imagePullSecrets: [{name: regcred}]\n  podSecurityContext: {runAsUser: 2000, runAsNonRoot: true}\n  securityContext: {readOnlyRootFilesystem: false}",
+        );
+        assert_eq!(spec.image_pull_secrets.as_ref().unwrap()[0].name, "regcred");
+        assert_eq!(
+            spec.security_context.as_ref().unwrap().run_as_user,
+            Some(2000)
+        );
+        let c = &spec.containers[0];
+        assert_eq!(
+            c.security_context
+                .as_ref()
+                .unwrap()
+                .read_only_root_filesystem,
+            Some(false)
+        );
+        // Without them: the hardened defaults, no pull secrets.
+        let default = pod_spec("  {}");
+        assert!(default.image_pull_secrets.is_none());
+        assert_eq!(
+            default.security_context.as_ref().unwrap().run_as_user,
+            Some(RUN_AS)
+        );
     }
 
     #[test]
