@@ -173,4 +173,20 @@ mod tests {
         );
         assert!(text.contains("rstore_operator_reconcile_duration_seconds_count 1"));
     }
+
+    #[test]
+    fn failovers_use_the_contracts_names() {
+        let m = Metrics::default();
+        m.failover("LeaderGone", 0.2);
+        m.failover("LeaderGone", 1.2);
+        m.failover("Switchover", 0.1);
+        let text = m.encode().unwrap();
+        assert!(
+            text.contains("rstore_failovers_total{reason=\"LeaderGone\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("rstore_failovers_total{reason=\"Switchover\"} 1"));
+        assert!(text.contains("rstore_failover_duration_seconds_count 3"));
+        assert!(text.contains("rstore_failover_duration_seconds_bucket{le=\"0.25\"} 2"));
+    }
 }
