@@ -2,6 +2,8 @@
 //! admin API, implemented by [`HttpNodeAdmin`] (the real
 //! [`AdminClient`]) and by fakes in tests.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -65,12 +67,18 @@ pub trait NodeAdmin: Send + Sync {
     ) -> BoxFuture<'a, Result<FenceResponse, AdminError>>;
 }
 
-/// [`NodeAdmin`] over HTTP with the node crate's [`AdminClient`].
-#[derive(Debug, Clone)]
+/// [`NodeAdmin`] over HTTP with the node crate's [`AdminClient`]. One
+/// client (and so one connection pool) per member address and kind of
+/// call, so probes every few hundred milliseconds reuse their connection.
+#[derive(Debug)]
 pub struct HttpNodeAdmin {
     probe_timeout: Duration,
     action_timeout: Duration,
+    clients: Mutex<HashMap<(String, bool), AdminClient>>,
 }
+
+/// Addresses remembered at most (pod IPs change as pods come and go).
+const MAX_CLIENTS: usize = 512;
 
 impl HttpNodeAdmin {
     /// Probes (`/status`) get `probe_timeout`; fence, promote and follow,
@@ -79,12 +87,29 @@ impl HttpNodeAdmin {
         Self {
             probe_timeout,
             action_timeout,
+            clients: Mutex::new(HashMap::new()),
         }
     }
 
-    fn client(&self, member: &Member, timeout: Duration) -> AdminClient {
-        AdminClient::with_timeout(member.admin_addr.clone(), timeout)
-            .with_token(member.admin_token.as_ref().map(|t| t.0.clone()))
+    fn client(&self, member: &Member, probe: bool) -> AdminClient {
+        let token = member.admin_token.as_ref().map(|t| t.0.clone());
+        let timeout = if probe {
+            self.probe_timeout
+        } else {
+            self.action_timeout
+        };
+        let make = || AdminClient::with_timeout(member.admin_addr.clone(), timeout);
+        let Ok(mut clients) = self.clients.lock() else {
+            return make().with_token(token);
+        };
+        if clients.len() >= MAX_CLIENTS {
+            clients.clear();
+        }
+        clients
+            .entry((member.admin_addr.clone(), probe))
+            .or_insert_with(make)
+            .clone()
+            .with_token(token)
     }
 }
 
@@ -93,7 +118,7 @@ impl NodeAdmin for HttpNodeAdmin {
         &'a self,
         member: &'a Member,
     ) -> BoxFuture<'a, Result<StatusResponse, AdminError>> {
-        Box::pin(async move { self.client(member, self.probe_timeout).status().await })
+        Box::pin(async move { self.client(member, true).status().await })
     }
 
     fn promote<'a>(
@@ -102,7 +127,7 @@ impl NodeAdmin for HttpNodeAdmin {
         epoch: u64,
     ) -> BoxFuture<'a, Result<(), AdminError>> {
         Box::pin(async move {
-            self.client(member, self.action_timeout)
+            self.client(member, false)
                 .promote(epoch)
                 .await
         })
@@ -115,7 +140,7 @@ impl NodeAdmin for HttpNodeAdmin {
         epoch: u64,
     ) -> BoxFuture<'a, Result<(), AdminError>> {
         Box::pin(async move {
-            self.client(member, self.action_timeout)
+            self.client(member, false)
                 .follow(leader_repl_addr, epoch)
                 .await
         })
@@ -126,6 +151,6 @@ impl NodeAdmin for HttpNodeAdmin {
         member: &'a Member,
         epoch: u64,
     ) -> BoxFuture<'a, Result<FenceResponse, AdminError>> {
-        Box::pin(async move { self.client(member, self.action_timeout).fence(epoch).await })
+        Box::pin(async move { self.client(member, false).fence(epoch).await })
     }
 }
