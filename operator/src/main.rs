@@ -1,6 +1,7 @@
 //! `rstore-operator`: the Kubernetes controller, its offline tools, and
-//! local mode (`local`, `status`, `switchover`): a self-healing cluster of
-//! node processes on this machine run by the same failover brain.
+//! local mode (`local`, `status`, `switchover`, `partition`, `heal`): a
+//! self-healing cluster of node processes on this machine run by the same
+//! failover brain.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -53,6 +54,26 @@ enum Command {
         /// Log as JSON lines instead of text.
         #[arg(long, env = "RSTORE_LOG_JSON", default_value_t = false)]
         log_json: bool,
+        /// Run only while holding a coordination.k8s.io Lease, so several
+        /// replicas can run: one acts, the others stand by.
+        #[arg(long, env = "RSTORE_LEADER_ELECT", default_value_t = false)]
+        leader_elect: bool,
+        /// Name of that Lease.
+        #[arg(long, env = "RSTORE_LEASE_NAME", default_value = "rstore-operator")]
+        lease_name: String,
+        /// Namespace of that Lease (the operator's own).
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        lease_namespace: String,
+        /// This replica's identity in the Lease (its pod name).
+        #[arg(long, env = "POD_NAME")]
+        identity: Option<String>,
+        /// Seconds a holder may go without renewing before a standby takes over.
+        #[arg(long, env = "RSTORE_LEASE_SECONDS", default_value_t = 15)]
+        lease_seconds: u64,
+        /// Give each store a NetworkPolicy: its replication and admin ports
+        /// admit only its members and the operator's pods.
+        #[arg(long, env = "RSTORE_NETWORK_POLICY", default_value_t = false)]
+        network_policy: bool,
     },
     /// Run a self-healing cluster of rstore-node processes on this machine:
     /// the leader endpoint (--listen) follows failovers, the read endpoint
@@ -68,6 +89,24 @@ enum Command {
         /// Print only the leader's process id (for `kill -9 $(...)`).
         #[arg(long)]
         leader_pid: bool,
+    },
+    /// Cut a member of a `local --netns` cluster off the network: its link
+    /// to the bridge goes down, so neither the operator nor the other
+    /// members reach it (and it reaches none of them) until `heal`.
+    Partition {
+        /// The member to cut off (e.g. member-0; `status` lists them).
+        member: String,
+        /// Data dir of the local cluster.
+        #[arg(long, default_value = "./rstore-local")]
+        data_dir: PathBuf,
+    },
+    /// Restore the network link of a member cut off by `partition`.
+    Heal {
+        /// The member to reconnect.
+        member: String,
+        /// Data dir of the local cluster.
+        #[arg(long, default_value = "./rstore-local")]
+        data_dir: PathBuf,
     },
     /// Move a local cluster's leadership to another member (planned, no
     /// acknowledged write lost) and wait for it.
@@ -134,6 +173,12 @@ struct LocalArgs {
     /// environment, not on their command line).
     #[arg(long, env = "RSTORE_REQUIREPASS", hide_env_values = true)]
     requirepass: Option<String>,
+    /// Run each member in its own network namespace, joined to a bridge
+    /// by a veth link (root only), so that `rstore-operator partition` can
+    /// cut one off. Members listen on 10.213.X.(ordinal+2), one /24 per
+    /// cluster; the endpoints stay on --listen and --read-listen.
+    #[arg(long)]
+    netns: bool,
     /// Log filter (tracing env-filter syntax).
     #[arg(long, env = "RSTORE_LOG", default_value = "info")]
     log_level: String,
@@ -158,9 +203,33 @@ fn main() -> ExitCode {
             admin_timeout_ms,
             log_level,
             log_json,
+            leader_elect,
+            lease_name,
+            lease_namespace,
+            identity,
+            lease_seconds,
+            network_policy,
         } => {
             init_tracing(&log_level, log_json);
-            return match run(listen, watch_namespace, node_image, admin_timeout_ms) {
+            let lease = leader_elect.then(|| {
+                let duration = Duration::from_secs(lease_seconds.max(3));
+                rstore_operator::controller::lease::LeaseSettings {
+                    namespace: lease_namespace,
+                    name: lease_name,
+                    identity: identity
+                        .unwrap_or_else(|| format!("rstore-operator-{}", std::process::id())),
+                    duration,
+                    renew_every: duration / 3,
+                }
+            });
+            return match run(
+                listen,
+                watch_namespace,
+                node_image,
+                admin_timeout_ms,
+                lease,
+                network_policy,
+            ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
                     tracing::error!(%err, "operator stopped");
@@ -197,6 +266,14 @@ fn main() -> ExitCode {
             ))
             .map(|text| format!("{text}\n"))
         }),
+        Command::Partition { member, data_dir } => {
+            rstore_operator::local::cli::partition(&data_dir, &member, false)
+                .map(|text| format!("{text}\n"))
+        }
+        Command::Heal { member, data_dir } => {
+            rstore_operator::local::cli::partition(&data_dir, &member, true)
+                .map(|text| format!("{text}\n"))
+        }
         Command::Crd => {
             rstore_operator::crd::crd_yaml().map_err(|e| format!("cannot render the CRD: {e}"))
         }
@@ -245,6 +322,7 @@ async fn run_local(args: LocalArgs) -> Result<(), String> {
     options.node_bin = args.node_bin;
     options.requirepass = args.requirepass;
     options.node_args = args.node_args;
+    options.netns = args.netns;
     local::run(options).await.map_err(|e| e.to_string())
 }
 
@@ -277,8 +355,10 @@ async fn run(
     watch_namespace: Option<String>,
     node_image: Option<String>,
     admin_timeout_ms: u64,
+    lease: Option<rstore_operator::controller::lease::LeaseSettings>,
+    network_policy: bool,
 ) -> Result<(), String> {
-    use rstore_operator::controller::{self, Context, Settings};
+    use rstore_operator::controller::{self, Context, Settings, lease as election};
     use rstore_operator::coordination::HttpNodeAdmin;
     use rstore_operator::metrics::Metrics;
 
@@ -294,6 +374,7 @@ async fn run(
         admin,
         Settings {
             default_image: node_image,
+            network_policy,
         },
     ));
     let listener = tokio::net::TcpListener::bind(listen)
@@ -301,11 +382,27 @@ async fn run(
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     tracing::info!(%listen, namespace = ?watch_namespace, "rstore-operator starting");
     let server = axum::serve(listener, rstore_operator::http::router(metrics));
-    tokio::select! {
-        () = controller::run(ctx, watch_namespace) => {
-            tracing::info!("controller stopped");
-            Ok(())
+    let client = ctx.client.clone();
+    // Standing by, the replica still serves /healthz (it is healthy).
+    let active = async {
+        if let Some(lease) = &lease {
+            election::acquire(&client, lease).await;
         }
+        tokio::select! {
+            () = controller::run(ctx, watch_namespace) => {
+                tracing::info!("controller stopped");
+                Ok(())
+            }
+            () = async {
+                match &lease {
+                    Some(lease) => election::keep(&client, lease).await,
+                    None => std::future::pending().await,
+                }
+            } => Err("lost the operator lease: stopping so a standby can act alone".to_string()),
+        }
+    };
+    tokio::select! {
+        result = active => result,
         result = server => result.map_err(|e| format!("HTTP server failed: {e}")),
     }
 }

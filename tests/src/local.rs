@@ -99,9 +99,24 @@ impl LocalCluster {
         );
     }
 
-    /// Start again after [`LocalCluster::stop`] or a kill, same flags.
+    /// Start again after [`LocalCluster::stop`] or a kill, same flags and
+    /// the same endpoints: clients started before (a [`Workload`]) keep
+    /// their address, as they would with a fixed `--listen`.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "restart of a running operator");
+        if let Some(state) = self.state() {
+            for (flag, key) in [("--listen", "listen"), ("--read-listen", "readListen")] {
+                let Some(bound) = state[key].as_str() else {
+                    continue;
+                };
+                if let Some(i) = self.args.iter().position(|a| a == flag)
+                    && let Some(value) = self.args.get_mut(i + 1)
+                    && value.ends_with(":0")
+                {
+                    *value = bound.to_string();
+                }
+            }
+        }
         self.spawn();
     }
 
@@ -365,6 +380,24 @@ impl Workload {
     /// Acknowledged writes so far.
     pub fn count(&self) -> usize {
         self.acked.lock().map(|a| a.len()).unwrap_or(0)
+    }
+
+    /// Every write acknowledged so far, key to value (the writers go on).
+    pub fn acked(&self) -> BTreeMap<String, String> {
+        self.acked_before(None)
+    }
+
+    /// The writes acknowledged before `t` (all of them with `None`).
+    pub fn acked_before(&self, t: Option<Instant>) -> BTreeMap<String, String> {
+        self.acked
+            .lock()
+            .map(|a| {
+                a.iter()
+                    .filter(|(_, _, _, at)| t.is_none_or(|t| *at < t))
+                    .map(|(k, v, _, _)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// When the first write sent after `t` was acknowledged, if one was.

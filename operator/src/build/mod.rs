@@ -2,6 +2,7 @@
 //! [`ValidatedStore`](crate::validate::ValidatedStore). No I/O; each object
 //! kind has its own module and tests.
 
+pub mod netpol;
 pub mod pdb;
 pub mod pod;
 pub mod secret;

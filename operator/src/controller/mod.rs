@@ -16,6 +16,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -42,6 +43,9 @@ use crate::validate::validate;
 pub struct Settings {
     /// Node image for stores without `spec.image`.
     pub default_image: Option<String>,
+    /// Apply a NetworkPolicy per store that closes the replication and
+    /// admin ports to all but members and the operator.
+    pub network_policy: bool,
 }
 
 /// Shared by every reconcile and the HTTP server.
@@ -118,6 +122,7 @@ pub async fn reconcile(store: Arc<ReplicatedStore>, ctx: Arc<Context>) -> Result
     let (statefulset_replicas, scale_down_blocked) =
         brain::statefulset_replicas(validated.replicas(), leader_ordinal);
     ensure_admin_token(&ctx, &validated).await?;
+    apply_network_policy(&ctx, &validated).await?;
     apply_all(
         &ctx,
         &namespace,
@@ -231,6 +236,13 @@ async fn apply_all(ctx: &Context, namespace: &str, objects: &Objects) -> Result<
     apply::<Service>(ctx, namespace, &objects.read).await?;
     apply::<PodDisruptionBudget>(ctx, namespace, &objects.pdb).await?;
     apply::<StatefulSet>(ctx, namespace, &objects.statefulset).await?;
+    Ok(())
+}
+
+async fn apply_network_policy(ctx: &Context, store: &ValidatedStore) -> Result<(), Error> {
+    if ctx.settings.network_policy {
+        apply::<NetworkPolicy>(ctx, &store.namespace, &crate::build::netpol::build(store)).await?;
+    }
     Ok(())
 }
 

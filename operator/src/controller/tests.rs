@@ -135,6 +135,7 @@ fn ctx_for(client: Client, nodes: Arc<FakeNodes>) -> Arc<Context> {
         nodes,
         Settings {
             default_image: Some("rstore:test".into()),
+            network_policy: false,
         },
     ))
 }

@@ -1,7 +1,7 @@
-//! `rstore-operator status` and `rstore-operator switchover`: tools for a
-//! running local cluster, which they reach through its data dir
-//! (`cluster.json`, the switchover request file) and the members' admin
-//! APIs.
+//! `rstore-operator status`, `switchover`, `partition` and `heal`: tools
+//! for a running local cluster, which they reach through its data dir
+//! (`cluster.json`, the switchover request file), the members' admin APIs
+//! and (`--netns` clusters) the members' network links.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::future::join_all;
 use rstore_node::admin::{AdminClient, Role, StatusResponse};
 
+use super::netns;
 use super::state::{self, ClusterFile, SwitchoverOutcome, SwitchoverRequest};
 use super::supervisor;
 use crate::brain::{FailoverProgress, FailoverRecord, RoleLabel};
@@ -103,6 +104,13 @@ pub fn render_status(
             read.port()
         );
     }
+    if let Some(net) = &file.network {
+        let _ = writeln!(
+            out,
+            "network: a namespace per member on bridge {} ({}, operator at {})",
+            net.bridge, net.cidr, net.gateway
+        );
+    }
     if file.updated_at_ms > 0 {
         let _ = writeln!(out, "state written {}", ago(now, file.updated_at_ms));
     }
@@ -145,6 +153,14 @@ pub fn render_status(
             m.repl.to_string(),
             m.admin.to_string(),
         ]);
+        if let Some(link) = &m.link
+            && netns::link_up(link) == Some(false)
+        {
+            notes.push(format!(
+                "{}: PARTITIONED (link {link} is down; `rstore-operator heal {}` restores it)",
+                m.name, m.name
+            ));
+        }
         if let Some(Err(err)) = live.get(i) {
             notes.push(format!(
                 "{}: not answering ({err}); last known role shown with '?'",
@@ -295,6 +311,50 @@ pub fn choose_target(
         .map(|(_, _, name)| name.clone())
 }
 
+/// `rstore-operator partition` (`heal` false) and `rstore-operator heal`
+/// (`heal` true): take a member's link to the bridge down or up.
+pub fn partition(dir: &Path, member: &str, heal: bool) -> Result<String, String> {
+    let file = load(dir)?;
+    let what = if heal { "heal" } else { "partition" };
+    if file.network.is_none() {
+        return Err(format!(
+            "the cluster in {} does not run its members in network namespaces; {what} needs one started with `rstore-operator local --netns` (as root)",
+            dir.display()
+        ));
+    }
+    let m = file.member(member).ok_or_else(|| {
+        format!(
+            "{member} is not a member of this cluster (members: {})",
+            file.members
+                .iter()
+                .map(|m| m.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+    let link = m.link.as_deref().ok_or_else(|| {
+        format!(
+            "cluster.json records no network link for {member}; restart the cluster with --netns"
+        )
+    })?;
+    if netns::link_up(link).is_none() {
+        return Err(format!(
+            "{member}'s link {link} does not exist: is `rstore-operator local --netns` running on {}?",
+            dir.display()
+        ));
+    }
+    netns::set_link(link, heal)?;
+    let addr =
+        m.ip.map_or_else(|| m.data.ip().to_string(), |ip| ip.to_string());
+    Ok(if heal {
+        format!("healed {member} ({addr}): link {link} is up again")
+    } else {
+        format!(
+            "partitioned {member} ({addr}): link {link} is down; neither the operator nor the other members reach it until `rstore-operator heal {member}`"
+        )
+    })
+}
+
 /// `rstore-operator switchover`: ask the running operator to move the
 /// leadership to `to` (or the most caught-up follower) and wait for it.
 pub async fn switchover(dir: &Path, to: Option<&str>, timeout: Duration) -> Result<String, String> {
@@ -412,6 +472,9 @@ mod tests {
             admin: ([127, 0, 0, 1], 22000 + i as u16).into(),
             data_dir: PathBuf::from(format!("/d/member-{i}")),
             log: PathBuf::from(format!("/d/member-{i}.log")),
+            netns: None,
+            ip: None,
+            link: None,
             role: "follower".into(),
             epoch: 2,
             offset: 10,
@@ -542,6 +605,46 @@ mod tests {
         assert!(
             text.contains("last failover: LeaderGone member-1 -> member-0 at epoch 2, 2000 ms ago: detect 0 ms, fence 4 ms, promote 6 ms, repoint 20 ms, relabel 1 ms, total 31 ms, lost 0 bytes"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn partition_explains_what_it_needs() {
+        let dir = crate::local::test_dir::TestDir::new();
+        let err = partition(dir.path(), "member-0", false).unwrap_err();
+        assert!(err.contains("no local cluster in"), "{err}");
+
+        // A cluster started without --netns.
+        state::save(dir.path(), &cluster()).unwrap();
+        let err = partition(dir.path(), "member-0", false).unwrap_err();
+        assert!(err.contains("local --netns"), "{err}");
+        let err = partition(dir.path(), "member-0", true).unwrap_err();
+        assert!(
+            err.starts_with("the cluster in") && err.contains("heal needs"),
+            "{err}"
+        );
+
+        // With namespaces: an unknown member, then a link that is gone
+        // (the cluster is not running).
+        let mut file = cluster();
+        let net = crate::local::netns::Net {
+            id: "000000".into(),
+            subnet: 250,
+        };
+        file.network = Some(net.record());
+        for m in &mut file.members {
+            m.link = Some(net.link(m.ordinal));
+        }
+        state::save(dir.path(), &file).unwrap();
+        let err = partition(dir.path(), "member-7", false).unwrap_err();
+        assert!(
+            err.contains("not a member") && err.contains("member-2"),
+            "{err}"
+        );
+        let err = partition(dir.path(), "member-1", false).unwrap_err();
+        assert!(
+            err.contains("rsh-000000-1 does not exist") && err.contains("--netns"),
+            "{err}"
         );
     }
 }

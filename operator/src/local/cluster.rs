@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::driver::{self, LocalDriver};
+use super::netns::{self, Net, NetworkRecord};
 use super::options::{LocalError, LocalOptions, find_node_binary, mode_str};
 use super::proxy::{self, Endpoint, ProxyOptions, Route, Routes};
 use super::state::{
@@ -41,12 +42,15 @@ const FIRST_SPAWN: Duration = Duration::from_secs(5);
 /// (its `updatedAtMs` tells readers the operator is alive).
 const HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// The members of the cluster in `dir`: those recorded (same names, same
-/// ports), then new ones up to `replicas`, on fresh ports.
+/// The members of the cluster in `dir`: those recorded (same names), then
+/// new ones up to `replicas`. With `net` every member gets its namespace's
+/// address and the standard ports; without, recorded loopback ports are
+/// kept and other members get fresh ones.
 fn plan_members(
     dir: &Path,
     previous: &ClusterFile,
     replicas: u32,
+    net: Option<&Net>,
 ) -> Result<Vec<MemberSpec>, LocalError> {
     let have = previous.members.len();
     if (replicas as usize) < have {
@@ -56,45 +60,68 @@ fn plan_members(
             want: replicas,
         });
     }
+    let unset = SocketAddr::from(([0, 0, 0, 0], 0));
+    let spec = |name: String, ordinal: u32, addrs: [SocketAddr; 3]| MemberSpec {
+        data_dir: dir.join(&name),
+        log: dir.join(format!("{name}.log")),
+        name,
+        ordinal,
+        data: addrs[0],
+        repl: addrs[1],
+        admin: addrs[2],
+        netns: None,
+    };
     let mut specs: Vec<MemberSpec> = previous
         .members
         .iter()
-        .map(|m| MemberSpec {
-            name: m.name.clone(),
-            ordinal: m.ordinal,
-            data_dir: dir.join(&m.name),
-            log: dir.join(format!("{}.log", m.name)),
-            data: m.data,
-            repl: m.repl,
-            admin: m.admin,
+        .map(|m| {
+            let on_loopback = [m.data, m.repl, m.admin]
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() != 0);
+            let addrs = if on_loopback {
+                [m.data, m.repl, m.admin]
+            } else {
+                [unset; 3]
+            };
+            spec(m.name.clone(), m.ordinal, addrs)
         })
         .collect();
     specs.sort_by_key(|s| s.ordinal);
-    let mut taken: HashSet<u16> = specs
-        .iter()
-        .flat_map(|s| [s.data.port(), s.repl.port(), s.admin.port()])
-        .collect();
     let mut ordinal = specs.last().map_or(0, |s| s.ordinal + 1);
     while specs.len() < replicas as usize {
+        specs.push(spec(format!("member-{ordinal}"), ordinal, [unset; 3]));
+        ordinal += 1;
+    }
+    if let Some(net) = net {
+        for s in &mut specs {
+            let [data, repl, admin] = net.member_addrs(s.ordinal).ok_or_else(|| {
+                LocalError::Netns(format!(
+                    "{} (ordinal {}) does not fit in the cluster's /24 (ordinals up to {})",
+                    s.name,
+                    s.ordinal,
+                    netns::MAX_ORDINAL
+                ))
+            })?;
+            (s.data, s.repl, s.admin) = (data, repl, admin);
+            s.netns = Some(net.namespace(s.ordinal));
+        }
+        return Ok(specs);
+    }
+    let mut taken: HashSet<u16> = specs
+        .iter()
+        .filter(|s| s.data != unset)
+        .flat_map(|s| [s.data.port(), s.repl.port(), s.admin.port()])
+        .collect();
+    for s in specs.iter_mut().filter(|s| s.data == unset) {
         let ports = supervisor::pick_ports(3, &taken).map_err(LocalError::Ports)?;
         taken.extend(&ports);
-        let name = format!("member-{ordinal}");
         let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-        specs.push(MemberSpec {
-            data_dir: dir.join(&name),
-            log: dir.join(format!("{name}.log")),
-            name,
-            ordinal,
-            data: at(ports[0]),
-            repl: at(ports[1]),
-            admin: at(ports[2]),
-        });
-        ordinal += 1;
+        (s.data, s.repl, s.admin) = (at(ports[0]), at(ports[1]), at(ports[2]));
     }
     Ok(specs)
 }
 
-fn member_record(spec: &MemberSpec) -> MemberRecord {
+fn member_record(spec: &MemberSpec, net: Option<&Net>) -> MemberRecord {
     MemberRecord {
         name: spec.name.clone(),
         node_id: spec.name.clone(),
@@ -105,6 +132,9 @@ fn member_record(spec: &MemberSpec) -> MemberRecord {
         admin: spec.admin,
         data_dir: spec.data_dir.clone(),
         log: spec.log.clone(),
+        netns: spec.netns.clone(),
+        ip: net.map(|_| spec.data.ip()),
+        link: net.map(|n| n.link(spec.ordinal)),
         role: "stopped".to_string(),
         epoch: 0,
         offset: 0,
@@ -152,6 +182,8 @@ pub struct Cluster {
     stop_proxies: watch::Sender<bool>,
     supervisors: Vec<JoinHandle<()>>,
     proxies: Vec<JoinHandle<()>>,
+    /// `--netns`: the namespaces, links and bridge to remove on stop.
+    net: Option<Net>,
     /// The endpoints actually bound.
     pub listen: SocketAddr,
     pub read_listen: SocketAddr,
@@ -199,7 +231,26 @@ impl Cluster {
         }
         supervisor::stop_stale_nodes(&stale, Duration::from_secs(5)).await;
 
-        let specs = plan_members(&dir, &previous, replicas)?;
+        // Network namespaces a killed operator of this data dir left.
+        let id = netns::cluster_id(&dir);
+        if options.netns || previous.network.is_some() {
+            let leftovers_id = id.clone();
+            let problems = blocking(move || netns::remove_leftovers(&leftovers_id)).await?;
+            for problem in problems {
+                tracing::warn!("cannot remove a leftover of an earlier run: {problem}");
+            }
+        }
+        let net = if options.netns {
+            let preferred = previous.network.as_ref().map(NetworkRecord::subnet);
+            let chosen_id = id.clone();
+            let subnet = blocking(move || netns::choose_subnet(&chosen_id, preferred))
+                .await?
+                .map_err(LocalError::Netns)?;
+            Some(Net { id, subnet })
+        } else {
+            None
+        };
+        let specs = plan_members(&dir, &previous, replicas, net.as_ref())?;
         let bind = |what: &'static str, addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -218,10 +269,11 @@ impl Cluster {
         file.read_listen = Some(read_listen);
         file.mode = Some(mode_str(options.mode).to_string());
         file.sync_replicas = Some(options.sync_replicas);
+        file.network = net.as_ref().map(Net::record);
         file.members = specs
             .iter()
             .map(|spec| {
-                let mut record = member_record(spec);
+                let mut record = member_record(spec, net.as_ref());
                 if let Some(old) = file.member(&spec.name) {
                     record.restarts = old.restarts;
                 }
@@ -230,6 +282,24 @@ impl Cluster {
             .collect();
         let earlier_restarts: Vec<u32> = file.members.iter().map(|m| m.restarts).collect();
         driver::save(&dir, &file).await.map_err(LocalError::Write)?;
+        if let Some(net) = &net {
+            let made = net.clone();
+            let ordinals: Vec<u32> = specs.iter().map(|s| s.ordinal).collect();
+            blocking(move || made.setup(&ordinals))
+                .await?
+                .map_err(LocalError::Netns)?;
+            tracing::info!(
+                bridge = %net.bridge(),
+                subnet = %net.record().cidr,
+                "network namespaces ready: {} (member i at 10.213.{}.(i+2)); `rstore-operator partition <member>` cuts one off",
+                specs
+                    .iter()
+                    .filter_map(|s| s.netns.as_deref())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                net.subnet
+            );
+        }
 
         let (routes, routes_rx) = watch::channel(Routes {
             members: specs
@@ -320,6 +390,7 @@ impl Cluster {
             stop_proxies,
             supervisors,
             proxies,
+            net,
             listen,
             read_listen,
         })
@@ -661,6 +732,20 @@ impl Cluster {
         for supervisor in self.supervisors.drain(..) {
             let _ = supervisor.await;
         }
+        if let Some(net) = self.net.take() {
+            let bridge = net.bridge();
+            match blocking(move || net.teardown()).await {
+                Ok(problems) if problems.is_empty() => {
+                    tracing::info!(%bridge, "network namespaces, links and bridge removed");
+                }
+                Ok(problems) => {
+                    for problem in problems {
+                        tracing::warn!("cannot remove the cluster's network: {problem}");
+                    }
+                }
+                Err(err) => tracing::warn!(%err, "cannot remove the cluster's network"),
+            }
+        }
         for m in &mut self.members {
             m.pid = None;
             m.presence = Presence::Gone;
@@ -684,6 +769,15 @@ impl Cluster {
             Err(err) => tracing::warn!(%err, "cannot write the final cluster state"),
         }
     }
+}
+
+/// Run blocking work (the `ip` commands of `--netns`) off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, LocalError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| LocalError::Netns(format!("the network setup task failed: {e}")))
 }
 
 /// Hold `<data-dir>/operator.lock` for as long as the operator runs (the
@@ -727,7 +821,7 @@ mod tests {
     #[test]
     fn a_new_cluster_gets_members_on_distinct_ports() {
         let dir = TestDir::new();
-        let specs = plan_members(dir.path(), &ClusterFile::new(), 3).unwrap();
+        let specs = plan_members(dir.path(), &ClusterFile::new(), 3, None).unwrap();
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["member-0", "member-1", "member-2"]);
         let ports: HashSet<u16> = specs
@@ -742,18 +836,45 @@ mod tests {
     #[test]
     fn a_resumed_cluster_keeps_its_ports_and_may_grow_but_not_shrink() {
         let dir = TestDir::new();
-        let first = plan_members(dir.path(), &ClusterFile::new(), 2).unwrap();
+        let first = plan_members(dir.path(), &ClusterFile::new(), 2, None).unwrap();
         let mut file = ClusterFile::new();
-        file.members = first.iter().map(member_record).collect();
-        let again = plan_members(dir.path(), &file, 2).unwrap();
+        file.members = first.iter().map(|s| member_record(s, None)).collect();
+        let again = plan_members(dir.path(), &file, 2, None).unwrap();
         assert_eq!(again, first, "same names, same ports");
-        let grown = plan_members(dir.path(), &file, 3).unwrap();
+        let grown = plan_members(dir.path(), &file, 3, None).unwrap();
         assert_eq!(&grown[..2], &first[..]);
         assert_eq!(grown[2].name, "member-2");
-        let err = plan_members(dir.path(), &file, 1).unwrap_err();
+        let err = plan_members(dir.path(), &file, 1, None).unwrap_err();
         assert!(
             matches!(err, LocalError::ScaleDown { have: 2, .. }),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn members_in_namespaces_get_their_address_and_the_standard_ports() {
+        let dir = TestDir::new();
+        let net = Net {
+            id: "abc123".to_string(),
+            subnet: 200,
+        };
+        let specs = plan_members(dir.path(), &ClusterFile::new(), 2, Some(&net)).unwrap();
+        assert_eq!(specs[1].data.to_string(), "10.213.200.3:6379");
+        assert_eq!(specs[1].repl.to_string(), "10.213.200.3:7379");
+        assert_eq!(specs[1].admin.to_string(), "10.213.200.3:8080");
+        assert_eq!(specs[1].netns.as_deref(), Some("rs-abc123-1"));
+        let record = member_record(&specs[1], Some(&net));
+        assert_eq!(record.link.as_deref(), Some("rsh-abc123-1"));
+        assert_eq!(record.ip, Some("10.213.200.3".parse().unwrap()));
+        // Back without --netns: fresh loopback ports, same names.
+        let mut file = ClusterFile::new();
+        file.members = specs.iter().map(|s| member_record(s, Some(&net))).collect();
+        let plain = plan_members(dir.path(), &file, 2, None).unwrap();
+        assert_eq!(plain[1].name, "member-1");
+        assert!(
+            plain
+                .iter()
+                .all(|s| s.data.ip().is_loopback() && s.netns.is_none())
         );
     }
 

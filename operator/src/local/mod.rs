@@ -9,7 +9,9 @@
 //! - [`state`]: `cluster.json` (the brain's durable record, the members,
 //!   their ports) and the switchover request file.
 //! - [`driver`]: the [`crate::coordination::Driver`] of local mode.
-//! - [`cli`]: `rstore-operator status` and `rstore-operator switchover`.
+//! - [`cli`]: `rstore-operator status`, `switchover`, `partition`, `heal`.
+//! - [`netns`]: `--netns`, a network namespace per member, joined by veth
+//!   links to a bridge (root only), so a member can be partitioned.
 //! - [`options`]: the command line; [`cluster`]: the main loop.
 //!
 //! The main loop ([`Cluster::serve`]) probes every member each probe
@@ -22,6 +24,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod driver;
+pub mod netns;
 pub mod options;
 pub mod proxy;
 pub mod state;

@@ -38,6 +38,9 @@ pub struct LocalOptions {
     pub requirepass: Option<String>,
     /// Extra flags for every node.
     pub node_args: Vec<String>,
+    /// Run every member in its own network namespace (root only; see
+    /// [`super::netns`]).
+    pub netns: bool,
 }
 
 impl LocalOptions {
@@ -61,6 +64,7 @@ impl LocalOptions {
             node_bin: None,
             requirepass: None,
             node_args: Vec::new(),
+            netns: false,
         }
     }
 
@@ -149,6 +153,10 @@ pub enum LocalError {
     Ports(std::io::Error),
     #[error("cannot wait for signals: {0}")]
     Signal(std::io::Error),
+    #[error(
+        "--netns: {0} (network namespaces need root, or CAP_NET_ADMIN and CAP_SYS_ADMIN, and iproute2; run without --netns to use loopback ports)"
+    )]
+    Netns(String),
 }
 
 /// Find the `rstore-node` binary: `explicit`, else next to this

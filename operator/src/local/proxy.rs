@@ -12,7 +12,8 @@
 //!
 //! With nowhere to send a new connection (a failover in progress), the
 //! proxy holds it up to [`ProxyOptions::wait_for_target`] for a target to
-//! appear, then closes it.
+//! appear, then closes it. A connect to a member that does not answer (cut
+//! off the network) is abandoned as soon as the member loses its role.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -191,15 +192,37 @@ async fn proxy_connection(
     let (route, mut upstream) = loop {
         let target = routes.borrow_and_update().target(endpoint, turn);
         if let Some(route) = target {
-            match tokio::time::timeout(options.connect_timeout, TcpStream::connect(route.data))
-                .await
-            {
-                Ok(Ok(stream)) => break (route, stream),
-                Ok(Err(err)) => {
+            // A member cut off the network does not refuse: the connect
+            // hangs. Give up on it as soon as it loses its role, so the
+            // client reaches the new leader without waiting out the attempt.
+            let attempt =
+                tokio::time::timeout(options.connect_timeout, TcpStream::connect(route.data));
+            tokio::pin!(attempt);
+            let outcome = loop {
+                tokio::select! {
+                    outcome = &mut attempt => break Some(outcome),
+                    changed = routes.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        if !routes.borrow_and_update().still_serves(endpoint, &route) {
+                            break None;
+                        }
+                    }
+                    _ = shutdown.changed() => return,
+                }
+            };
+            match outcome {
+                Some(Ok(Ok(stream))) => break (route, stream),
+                Some(Ok(Err(err))) => {
                     tracing::debug!(endpoint = endpoint.as_str(), member = %route.name, %err, "cannot reach member")
                 }
-                Err(_) => {
+                Some(Err(_)) => {
                     tracing::debug!(endpoint = endpoint.as_str(), member = %route.name, "connect timed out")
+                }
+                None => {
+                    tracing::debug!(endpoint = endpoint.as_str(), member = %route.name, "member lost its role while connecting; trying again");
+                    continue;
                 }
             }
         }
@@ -352,14 +375,22 @@ mod tests {
     }
 
     async fn proxy(endpoint: Endpoint, members: Vec<Route>, wait_ms: u64) -> TestProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (routes, rx) = watch::channel(Routes { members });
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let options = ProxyOptions {
             wait_for_target: Duration::from_millis(wait_ms),
             connect_timeout: Duration::from_millis(500),
         };
+        proxy_with(endpoint, members, options).await
+    }
+
+    async fn proxy_with(
+        endpoint: Endpoint,
+        members: Vec<Route>,
+        options: ProxyOptions,
+    ) -> TestProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (routes, rx) = watch::channel(Routes { members });
+        let (shutdown, shutdown_rx) = watch::channel(false);
         tokio::spawn(serve(listener, endpoint, rx, shutdown_rx, options));
         TestProxy {
             addr,
@@ -517,6 +548,74 @@ mod tests {
         });
         let (name, _conn) = greeting(p.addr).await;
         assert_eq!(name, "b");
+    }
+
+    /// A port whose connects hang (its accept queue is full, so the
+    /// kernel drops new SYNs), like a member cut off the network; `None`
+    /// when this kernel answers anyway.
+    async fn unanswering() -> Option<(SocketAddr, Vec<TcpStream>, tokio::net::TcpListener)> {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
+                Ok(Ok(conn)) => held.push(conn),
+                Ok(Err(_)) => return None,
+                Err(_) => return Some((addr, held, listener)),
+            }
+        }
+        None
+    }
+
+    #[tokio::test]
+    async fn a_hanging_connect_is_dropped_when_the_leader_label_moves() {
+        let Some((silent, _held, _listener)) = unanswering().await else {
+            eprintln!("skipped: this kernel answers connects to a full accept queue");
+            return;
+        };
+        let b = backend("b").await;
+        let p = proxy_with(
+            Endpoint::Leader,
+            vec![
+                Route {
+                    name: "a".into(),
+                    data: silent,
+                    label: Some(RoleLabel::Leader),
+                },
+                Route {
+                    name: "b".into(),
+                    data: b,
+                    label: Some(RoleLabel::Follower),
+                },
+            ],
+            ProxyOptions {
+                wait_for_target: Duration::from_secs(5),
+                connect_timeout: Duration::from_secs(3),
+            },
+        )
+        .await;
+        let routes = p.routes.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            routes.send_modify(|r| {
+                r.set_label("a", None);
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            routes.send_modify(|r| {
+                r.set_label("b", Some(RoleLabel::Leader));
+            });
+        });
+        let started = std::time::Instant::now();
+        let (name, _conn) = greeting(p.addr).await;
+        assert_eq!(name, "b");
+        // Well before the 3 s connect timeout would have let it go.
+        assert!(
+            started.elapsed() < Duration::from_millis(2000),
+            "served after {:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::netns::NetworkRecord;
 use crate::brain::{FailoverProgress, FailoverRecord, Recorded, RoleLabel};
 
 /// File name of the cluster state inside the data dir.
@@ -67,6 +68,9 @@ pub struct ClusterFile {
     pub mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sync_replicas: Option<u32>,
+    /// `--netns`: the bridge and subnet joining the members' namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkRecord>,
     /// The recorded epoch (the brain's [`Recorded::epoch`]).
     #[serde(default)]
     pub epoch: u64,
@@ -102,6 +106,7 @@ impl ClusterFile {
             read_listen: None,
             mode: None,
             sync_replicas: None,
+            network: None,
             epoch: 0,
             leader: None,
             failover_in_progress: None,
@@ -163,6 +168,15 @@ pub struct MemberRecord {
     pub data_dir: PathBuf,
     /// The node's stdout and stderr.
     pub log: PathBuf,
+    /// `--netns`: the member's network namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netns: Option<String>,
+    /// `--netns`: the member's address in its namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::IpAddr>,
+    /// `--netns`: the host side of its veth pair (down while partitioned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
     /// `leader`, `fenced`, `follower`, `idle`, `unknown` (not answering)
     /// or `stopped`.
     #[serde(default = "unknown")]
@@ -327,6 +341,9 @@ mod tests {
             admin: format!("127.0.0.1:{}", 22000 + i).parse().unwrap(),
             data_dir: PathBuf::from(format!("/tmp/x/member-{i}")),
             log: PathBuf::from(format!("/tmp/x/member-{i}.log")),
+            netns: None,
+            ip: None,
+            link: None,
             role: "follower".to_string(),
             epoch: 3,
             offset: 42,

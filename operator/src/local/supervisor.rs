@@ -33,6 +33,8 @@ pub struct MemberSpec {
     pub data: SocketAddr,
     pub repl: SocketAddr,
     pub admin: SocketAddr,
+    /// The network namespace it runs in (`--netns`), if any.
+    pub netns: Option<String>,
 }
 
 /// How to start a node (everything but the per-member flags).
@@ -146,7 +148,7 @@ pub async fn supervise(
                     status,
                     uptime,
                 });
-                if address_in_use(&spec.log, log_start) {
+                if spec.netns.is_none() && address_in_use(&spec.log, log_start) {
                     // Another program took one of its ports while it was
                     // down: move the member. The brain repoints followers
                     // to a leader's new replication address.
@@ -194,17 +196,29 @@ fn spawn_node(spec: &MemberSpec, command: &NodeCommand) -> Result<Child, String>
         .map_err(|e| format!("cannot open {}: {e}", spec.log.display()))?;
     let _ = writeln!(
         log,
-        "=== rstore-operator local: starting {} (data {}, repl {}, admin {}) at unix ms {}",
+        "=== rstore-operator local: starting {} (data {}, repl {}, admin {}{}) at unix ms {}",
         spec.name,
         spec.data,
         spec.repl,
         spec.admin,
+        spec.netns
+            .as_deref()
+            .map_or(String::new(), |ns| format!(", network namespace {ns}")),
         crate::coordination::now_ms()
     );
     let stderr = log
         .try_clone()
         .map_err(|e| format!("cannot open {}: {e}", spec.log.display()))?;
-    let mut cmd = Command::new(&command.bin);
+    // In a namespace, `ip netns exec` execs the node in place: the pid is
+    // the node's.
+    let mut cmd = match &spec.netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns]).arg(&command.bin);
+            cmd
+        }
+        None => Command::new(&command.bin),
+    };
     cmd.arg("--node-id")
         .arg(&spec.name)
         .arg("--data-dir")
@@ -226,8 +240,13 @@ fn spawn_node(spec: &MemberSpec, command: &NodeCommand) -> Result<Child, String>
         .stderr(Stdio::from(stderr))
         .process_group(0)
         .kill_on_drop(true);
-    cmd.spawn()
-        .map_err(|e| format!("cannot run {}: {e}", command.bin.display()))
+    cmd.spawn().map_err(|e| match &spec.netns {
+        Some(ns) => format!(
+            "cannot run ip netns exec {ns} {}: {e}",
+            command.bin.display()
+        ),
+        None => format!("cannot run {}: {e}", command.bin.display()),
+    })
 }
 
 /// SIGTERM, then SIGKILL after `grace`.
