@@ -1,7 +1,8 @@
 //! Rolling updates, followers first, planned purely. The StatefulSet uses
 //! the `OnDelete` strategy, so no pod changes until the operator deletes
 //! it; [`plan`] says which one next:
-//! - nothing while a failover runs, or while any member is not ready,
+//! - nothing while a failover runs, or while any member is missing (its
+//!   pod deleted and not yet recreated by the StatefulSet), not ready,
 //!   being deleted, or lagging more than `max_lag_bytes` (the previous step
 //!   has not settled);
 //! - outdated followers one at a time, highest ordinal first;
@@ -34,6 +35,10 @@ pub struct RolloutMember {
 pub struct RolloutInput {
     /// The StatefulSet's `status.updateRevision`.
     pub update_revision: Option<String>,
+    /// The StatefulSet's `spec.replicas`: every ordinal below it should
+    /// have a member; one without (a deleted pod the StatefulSet has not
+    /// recreated yet) is as unsettled as a member that is not ready.
+    pub replicas: i32,
     pub members: Vec<RolloutMember>,
     pub leader: Option<String>,
     pub failover_in_progress: bool,
@@ -70,20 +75,27 @@ pub fn plan(input: &RolloutInput) -> RolloutStep {
         return RolloutStep::Done;
     }
     let leader = input.leader.as_deref();
-    let unsettled = input.members.iter().find_map(|m| {
-        let why = if m.being_deleted {
-            "is being replaced"
-        } else if !m.ready {
-            "is not ready"
-        } else if Some(m.name.as_str()) != leader
-            && m.lag_bytes.is_some_and(|l| l > input.max_lag_bytes)
-        {
-            "has not caught up"
-        } else {
-            return None;
-        };
-        Some((m.name.clone(), why))
-    });
+    let missing = (0..input.replicas)
+        .find(|o| !input.members.iter().any(|m| m.ordinal == *o))
+        .map(|o| member_name(input, o));
+    let unsettled = missing
+        .map(|m| (m, "does not exist yet (its pod is being recreated)"))
+        .or_else(|| {
+            input.members.iter().find_map(|m| {
+                let why = if m.being_deleted {
+                    "is being replaced"
+                } else if !m.ready {
+                    "is not ready"
+                } else if Some(m.name.as_str()) != leader
+                    && m.lag_bytes.is_some_and(|l| l > input.max_lag_bytes)
+                {
+                    "has not caught up"
+                } else {
+                    return None;
+                };
+                Some((m.name.clone(), why))
+            })
+        });
     if input.failover_in_progress {
         return wait(
             input,
@@ -113,6 +125,19 @@ pub fn plan(input: &RolloutInput) -> RolloutStep {
         (Some(l), None) => wait(input, l, "has no updated follower to hand over to"),
         (None, _) => wait(input, "the leader", "there is no leader"),
     }
+}
+
+/// The pod name of `ordinal`, from the other members' names
+/// (`<store>-<ordinal>`).
+fn member_name(input: &RolloutInput, ordinal: i32) -> String {
+    input
+        .members
+        .iter()
+        .find_map(|m| m.name.rsplit_once('-').map(|(base, _)| base))
+        .map_or_else(
+            || format!("member {ordinal}"),
+            |base| format!("{base}-{ordinal}"),
+        )
 }
 
 fn wait(input: &RolloutInput, member: &str, why: &str) -> RolloutStep {
@@ -160,6 +185,7 @@ mod tests {
     fn input(members: Vec<RolloutMember>) -> RolloutInput {
         RolloutInput {
             update_revision: Some("new".into()),
+            replicas: i32::try_from(members.len()).unwrap(),
             members,
             leader: Some("rs-0".into()),
             failover_in_progress: false,
@@ -224,6 +250,20 @@ mod tests {
         i.failover_in_progress = true;
         assert!(
             matches!(plan(&i), RolloutStep::Wait { reason, .. } if reason.contains("failover"))
+        );
+    }
+
+    #[test]
+    fn nothing_moves_while_a_replaced_member_has_no_pod_yet() {
+        // rs-2 was deleted and the StatefulSet has not recreated it: the
+        // member list is short, and rs-1 must not go down too.
+        let members: Vec<RolloutMember> = (0..2).map(|i| member(i, "old")).collect();
+        let mut i = input(members);
+        i.replicas = 3;
+        assert!(
+            matches!(plan(&i), RolloutStep::Wait { member, reason } if member == "rs-2" && reason.contains("does not exist")),
+            "{:?}",
+            plan(&i)
         );
     }
 

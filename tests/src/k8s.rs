@@ -22,6 +22,8 @@ pub mod components;
 pub mod kubelet;
 #[path = "cluster/process.rs"]
 pub mod process;
+#[path = "cluster/scenario.rs"]
+pub mod scenario;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

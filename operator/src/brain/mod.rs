@@ -1033,9 +1033,25 @@ fn fence_and_choose(obs: &Observation, plan: &mut Plan, fo: &mut FailoverProgres
         return false;
     }
     let target = fo.target.as_deref();
+    // A switchover target that reached the fenced leader's log end holds
+    // every record the leader had (it streamed them from it, and a fenced
+    // leader appends nothing more), so it wins outright. Ranking it by
+    // (log epoch, end) alone would keep the old leader whenever nothing was
+    // written since the old leader's promotion: a leader reports the epoch
+    // it was promoted at as its log epoch, its followers the epoch of their
+    // last record, lower with no record since.
+    let caught_up_target = |m: &MemberView| {
+        Some(m.name.as_str()) == target
+            && fo.reason == FailoverReason::Switchover
+            && fo
+                .leader_end
+                .zip(m.log_position())
+                .is_some_and(|(end, (_, reached))| reached >= end)
+    };
     let Some(chosen) = candidates.iter().copied().max_by(|a, b| {
         let key = |m: &MemberView| {
             (
+                caught_up_target(m),
                 m.log_position().unwrap_or((0, 0)),
                 Some(m.name.as_str()) == target,
                 std::cmp::Reverse(m.ordinal),

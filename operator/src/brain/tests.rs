@@ -1024,6 +1024,28 @@ fn a_switchover_fences_the_leader_waits_for_the_target_and_loses_nothing() {
 }
 
 #[test]
+fn a_switchover_with_nothing_written_since_the_last_promotion_still_moves_leadership() {
+    // rs-0 was promoted at epoch 2 and nothing was written since: it
+    // reports log epoch 2, its followers the epoch of their last record.
+    let mut sim = Sim::healthy(3, 2);
+    for f in ["rs-1", "rs-2"] {
+        sim.node(f).log_epoch = 1;
+    }
+    sim.switchover_to = Some("rs-2".into());
+    sim.now += 500;
+    sim.probe();
+    let plans = sim.settle();
+    let done = completed(&plans).unwrap();
+    assert_eq!(
+        done.new_leader, "rs-2",
+        "the caught-up target, not the old leader"
+    );
+    assert_eq!(done.lost_bytes, 0);
+    assert_eq!(sim.leaders(), ["rs-2"]);
+    assert_eq!(sim.node("rs-0").leader.as_deref(), Some("rs-2:7379"));
+}
+
+#[test]
 fn a_switchover_whose_target_never_catches_up_keeps_the_most_up_to_date_member() {
     let mut sim = Sim::healthy(3, 2);
     sim.node("rs-0").end = 1300;

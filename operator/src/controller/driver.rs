@@ -242,14 +242,21 @@ pub(crate) async fn pass(
         None
     } else {
         let statefulsets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), namespace);
-        let update_revision = statefulsets
+        let sts = statefulsets
             .get_opt(name)
             .await
-            .map_err(Error::kube(format!("get StatefulSet {name}")))?
+            .map_err(Error::kube(format!("get StatefulSet {name}")))?;
+        let replicas = sts
+            .as_ref()
+            .and_then(|sts| sts.spec.as_ref())
+            .and_then(|spec| spec.replicas)
+            .unwrap_or(0);
+        let update_revision = sts
             .and_then(|sts| sts.status)
             .and_then(|st| st.update_revision);
         let step = rollout::plan(&RolloutInput {
             update_revision,
+            replicas,
             members: rollout_members(&pods.items, &outcome.members),
             leader: outcome.plan.record.leader.clone(),
             failover_in_progress: false,
@@ -258,7 +265,9 @@ pub(crate) async fn pass(
             waiting_on: rollout_wait.clone(),
             stuck_after_ms: ROLLOUT_STUCK_AFTER_MS,
         });
-        roll(
+        // A failed step (e.g. a pod the operator may not delete) must not
+        // keep the status from being written: it says what the update waits on.
+        if let Err(err) = roll(
             ctx,
             &store,
             &driver.pods,
@@ -266,7 +275,20 @@ pub(crate) async fn pass(
             rollout_wait,
             rollout_switchover,
         )
-        .await?;
+        .await
+        {
+            tracing::warn!(%name, category = err.category(), %err, "rolling update step failed");
+            ctx.metrics.error(err.category());
+            publish(
+                ctx,
+                &store,
+                EventType::Warning,
+                "RollingUpdateFailed",
+                "Update",
+                err.to_string(),
+            )
+            .await;
+        }
         Some(step)
     };
     if let Ok(mut r) = driver.rollout.lock() {

@@ -132,9 +132,14 @@ pub async fn acquire(client: &Client, s: &LeaseSettings) {
             Ok(false) => {}
             Err(err) => tracing::warn!(%err, "leader election round failed"),
         }
-        tokio::time::sleep(s.renew_every).await;
+        // A standby looks often (as client-go's 2 s retry period), so it
+        // takes over soon after the lease expires, not a renewal later.
+        tokio::time::sleep(s.renew_every.min(STANDBY_RETRY)).await;
     }
 }
+
+/// How often a standby tries to take the lease.
+const STANDBY_RETRY: Duration = Duration::from_secs(1);
 
 /// Renew until a renewal has failed for `duration`; returns then (the
 /// caller must stop acting).

@@ -126,11 +126,7 @@ impl NodeAdmin for HttpNodeAdmin {
         member: &'a Member,
         epoch: u64,
     ) -> BoxFuture<'a, Result<(), AdminError>> {
-        Box::pin(async move {
-            self.client(member, false)
-                .promote(epoch)
-                .await
-        })
+        Box::pin(async move { self.client(member, false).promote(epoch).await })
     }
 
     fn follow<'a>(

@@ -210,7 +210,13 @@ pub async fn run_pass(
         if plan.steps.is_empty() || rounds >= MAX_ROUNDS {
             break;
         }
+        let before = done.len();
         let touched = execute(admin, driver, &mut members, &plan.steps, &mut done).await;
+        if done[before..].iter().all(|d| d.result.is_err()) {
+            // Nothing went through (a member vanished, an API refusal):
+            // deciding again now would only repeat it; the next tick will.
+            break;
+        }
         // Fresh observations of every member a step touched.
         let again = join_all(touched.iter().map(|&i| admin.status(&members[i]))).await;
         for (i, result) in touched.into_iter().zip(again) {

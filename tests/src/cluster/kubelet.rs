@@ -132,6 +132,9 @@ struct State {
     /// Free host numbers (2..=254) of the pod network.
     free_ips: Mutex<Vec<u8>>,
     messages: Mutex<Vec<String>>,
+    /// "ns/name" of pods whose exited container is not restarted for now
+    /// ([`Kubelet::hold_restarts`]).
+    held: Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Clone, Debug)]
@@ -184,6 +187,7 @@ impl Kubelet {
             hosts: Mutex::new(BTreeMap::new()),
             free_ips: Mutex::new((2..=254).rev().collect()),
             messages: Mutex::new(Vec::new()),
+            held: Mutex::new(std::collections::HashSet::new()),
         });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
@@ -282,6 +286,21 @@ impl Kubelet {
         });
         rx.recv_timeout(Duration::from_secs(10))
             .map_err(|_| format!("the proxy for Service {namespace}/{service} did not start"))?
+    }
+
+    /// Hold (or release) restarts of the pod's container: while held, a
+    /// container that exits stays down (its status says CrashLoopBackOff)
+    /// and the pod object stays, as when a node's runtime is gone. A test
+    /// kills a process that must not come back right away; releasing the
+    /// hold restarts it.
+    pub fn hold_restarts(&self, namespace: &str, name: &str, hold: bool) {
+        let key = format!("{namespace}/{name}");
+        let mut held = self.state.held.lock().unwrap_or_else(|e| e.into_inner());
+        if hold {
+            held.insert(key);
+        } else {
+            held.remove(&key);
+        }
     }
 
     /// Lines the kubelet printed (pod starts, exits, probe failures).
@@ -915,6 +934,29 @@ async fn pod_worker(state: Arc<State>, client: Client, mut rx: watch::Receiver<O
             }
         }
         backoff = (backoff * 2).min(Duration::from_secs(8));
+        let held = |state: &State| {
+            state
+                .held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&key)
+        };
+        if held(&state) {
+            log_line(&state, format!("{key}: restart held"));
+            while held(&state) && pod.metadata.deletion_timestamp.is_none() {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    r = rx.changed() => {
+                        let next = if r.is_err() { None } else { rx.borrow().clone() };
+                        match next {
+                            None => { deleted_from_api = true; break 'runs; }
+                            Some(p) => pod = p,
+                        }
+                    }
+                }
+            }
+            backoff = state.opts.restart_backoff;
+        }
     }
 
     // The pod is gone or being deleted: finish the deletion as the kubelet

@@ -1,0 +1,1222 @@
+//! Day-2 operations on a real API server with the stand-in kubelet and the
+//! real operator installed by `helm install` (two replicas, one active
+//! through a Lease): scaling 3 -> 5 -> 3, a scale-down that would remove
+//! the leader (switchover first, under a continuous writer), deleting the
+//! resource (garbage collection, volumes kept unless asked), the operator
+//! killed in the middle of a failover, operator HA (the standby takes the
+//! Lease and completes a failover), a rolling update under a continuous
+//! writer (followers first, then a switchover, then the old leader), and
+//! the members' admin API refusing calls without the token.
+//!
+//! The scenarios run one at a time (they kill operator processes and
+//! measure write pauses on a 2-core machine), each bounded in time, each in
+//! its own namespace, deleted at the end. The figures they measure are
+//! printed with a `day2:` prefix. `RSTORE_SKIP_K8S=1` skips them.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::ResourceExt;
+use kube::api::Api;
+use rstore_e2e::k8s::scenario::{
+    OPERATOR_NS, Store, Writer, check_keys, deploy, lease, lost_writes, operator_log,
+    operator_pods, redis_at, wait_failover, wait_member, write_keys,
+};
+use rstore_e2e::k8s::{self, Cluster, process};
+use rstore_operator::crd::ReplicatedStoreStatus;
+use serde_json::{Value, json};
+
+/// One scenario at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Pace of the continuous writers (about 200 writes a second: the pause
+/// resolution, without starving the control plane of the 2 cores).
+const PACE: Duration = Duration::from_millis(5);
+
+/// Undo steps run when a scenario ends, failed or not (resume a stopped
+/// process, release a held restart).
+#[derive(Default)]
+struct Cleanup(Vec<Box<dyn FnOnce() + Send>>);
+
+impl Cleanup {
+    fn add(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.0.push(Box::new(f));
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        while let Some(f) = self.0.pop() {
+            f();
+        }
+    }
+}
+
+/// Poll `f` every 100 ms until it returns Some, failing after `timeout`
+/// with `what` and the operator's log.
+async fn until<T, F, Fut>(cluster: &Cluster, what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}\noperator log:\n{}",
+            operator_log(cluster.kubelet(), cluster)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn condition<'a>(
+    st: &'a ReplicatedStoreStatus,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    st.conditions.iter().find(|c| c.type_ == type_)
+}
+
+fn is_true(st: &ReplicatedStoreStatus, type_: &str) -> bool {
+    condition(st, type_).is_some_and(|c| c.status == "True")
+}
+
+/// Available, no failover running, `n` members listed, all ready.
+fn settled(st: &ReplicatedStoreStatus, n: i32) -> bool {
+    is_true(st, "Available")
+        && st.failover.is_none()
+        && st.ready_replicas == n
+        && st.members.len() == n as usize
+        && st.members.iter().all(|m| m.ready)
+}
+
+fn kubectl(cluster: &Cluster, ns: &str, args: &[&str]) -> String {
+    let mut all = vec!["-n", ns];
+    all.extend_from_slice(args);
+    cluster
+        .kubectl_run(&all, None)
+        .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
+}
+
+fn patch_spec(cluster: &Cluster, store: &Store, spec: Value) {
+    kubectl(
+        cluster,
+        &store.ns,
+        &[
+            "patch",
+            "rstore",
+            &store.name,
+            "--type=merge",
+            "-p",
+            &json!({ "spec": spec }).to_string(),
+        ],
+    );
+}
+
+async fn pod_uid(pods: &Api<Pod>, name: &str) -> Option<String> {
+    pods.get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|p| p.uid())
+}
+
+async fn sts_replicas(store: &Store, client: &kube::Client) -> Option<i32> {
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), &store.ns);
+    api.get_opt(&store.name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|s| s.spec)
+        .and_then(|s| s.replicas)
+}
+
+fn pod_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn pod_pid(cluster: &Cluster, ns: &str, pod: &str) -> u32 {
+    cluster
+        .kubelet()
+        .pod_pid(ns, pod)
+        .unwrap_or_else(|| panic!("pod {ns}/{pod} has no running process"))
+}
+
+// ------------------------------------------------------------------- 1
+
+#[tokio::test]
+async fn scale_3_to_5_to_3_never_removes_the_leader() {
+    let Some(cluster) = k8s::shared() else { return };
+    let _serial = SERIAL.lock().await;
+    let started = Instant::now();
+    let store = deploy(cluster, "scale", &Value::Null).await;
+    let client = cluster.client().await;
+    let st0 = store.status().await;
+    let leader = st0.leader.clone().expect("a leader");
+    let leader_uid = pod_uid(&store.pods, &leader).await.expect("leader pod");
+    write_keys(&store, "a");
+
+    // The leader's pod stays the same pod throughout.
+    let check_leader = |st: &ReplicatedStoreStatus, uid: Option<String>| {
+        assert_eq!(st.leader.as_deref(), Some(leader.as_str()), "leader kept");
+        assert_eq!(st.epoch, st0.epoch, "no failover: {:?}", st.last_failover);
+        assert_eq!(
+            uid.as_deref(),
+            Some(leader_uid.as_str()),
+            "leader pod never replaced"
+        );
+    };
+
+    let t = Instant::now();
+    patch_spec(cluster, &store, json!({"replicas": 5}));
+    let s = &store;
+    until(
+        cluster,
+        "5 ready members",
+        Duration::from_secs(120),
+        || async {
+            let st = s.status().await;
+            check_leader(&st, pod_uid(&s.pods, &leader).await);
+            settled(&st, 5).then_some(())
+        },
+    )
+    .await;
+    let up = t.elapsed();
+    write_keys(&store, "b");
+    // The new members have every write.
+    let st = store.status().await;
+    let leader_offset = st
+        .members
+        .iter()
+        .find(|m| m.name == leader)
+        .map(|m| m.offset)
+        .expect("leader member");
+    until(
+        cluster,
+        "members 3 and 4 caught up",
+        Duration::from_secs(30),
+        || async {
+            let st = s.status().await;
+            ["scale-3", "scale-4"]
+                .iter()
+                .all(|n| {
+                    st.members
+                        .iter()
+                        .any(|m| m.name == *n && m.role == "follower" && m.offset >= leader_offset)
+                })
+                .then_some(())
+        },
+    )
+    .await;
+
+    let t = Instant::now();
+    patch_spec(cluster, &store, json!({"replicas": 3}));
+    until(
+        cluster,
+        "3 members again",
+        Duration::from_secs(120),
+        || async {
+            let st = s.status().await;
+            check_leader(&st, pod_uid(&s.pods, &leader).await);
+            let replicas = sts_replicas(s, &client).await;
+            let gone = pod_uid(&s.pods, "scale-3").await.is_none()
+                && pod_uid(&s.pods, "scale-4").await.is_none();
+            (settled(&st, 3) && replicas == Some(3) && gone).then_some(())
+        },
+    )
+    .await;
+    let down = t.elapsed();
+    let st = store.status().await;
+    let names: Vec<&str> = st.members.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["scale-0", "scale-1", "scale-2"], "members listed");
+    assert_eq!(st.ready.as_deref(), Some("3/3"));
+    // Scale-down keeps the removed members' volumes (whenScaled: Retain).
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &store.ns);
+    for claim in ["data-scale-3", "data-scale-4"] {
+        assert!(
+            pvcs.get_opt(claim).await.expect("get PVC").is_some(),
+            "{claim} kept after scale-down"
+        );
+    }
+    check_keys(&store, "a");
+    check_keys(&store, "b");
+    eprintln!(
+        "day2: scale: 3 -> 5 ready in {:.1} s, 5 -> 3 settled in {:.1} s, leader {leader} kept at epoch {}; scenario {:.1} s",
+        up.as_secs_f64(),
+        down.as_secs_f64(),
+        st.epoch,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+// ------------------------------------------------------------------- 2
+
+#[tokio::test]
+async fn scale_down_that_would_remove_the_leader_switches_over_first() {
+    let Some(cluster) = k8s::shared() else { return };
+    let _serial = SERIAL.lock().await;
+    let started = Instant::now();
+    let store = deploy(cluster, "shrink", &Value::Null).await;
+    let client = cluster.client().await;
+    let s = &store;
+
+    // Leadership to the highest ordinal first.
+    kubectl(
+        cluster,
+        &store.ns,
+        &[
+            "annotate",
+            "rstore",
+            "shrink",
+            "rstore.dev/switchover-to=shrink-2",
+            "--overwrite",
+        ],
+    );
+    until(
+        cluster,
+        "shrink-2 to lead",
+        Duration::from_secs(60),
+        || async {
+            let r = s.api.get(&s.name).await.ok()?;
+            let annotated = r.annotations().contains_key("rstore.dev/switchover-to");
+            let st = r.status.unwrap_or_default();
+            (st.leader.as_deref() == Some("shrink-2") && settled(&st, 3) && !annotated)
+                .then_some(())
+        },
+    )
+    .await;
+    let st1 = store.status().await;
+    eprintln!(
+        "day2: shrink: switchover to shrink-2 by annotation: {:?}",
+        st1.last_failover.as_ref().map(|f| (f.total_ms, f.epoch))
+    );
+
+    let writer = Writer::start(store.leader_svc, "w", PACE);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t = Instant::now();
+    let at_patch = writer.at();
+    patch_spec(cluster, &store, json!({"replicas": 2}));
+
+    // Timeline: the StatefulSet's replicas (read first), the leader, pod
+    // shrink-2.
+    let mut timeline: Vec<String> = Vec::new();
+    let mut last = (None, None, None);
+    let mut leader_when_shrunk: Option<Option<String>> = None;
+    let mut leader_when_pod_deleted: Option<Option<String>> = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let replicas = sts_replicas(&store, &client).await;
+        let pod = store.pods.get_opt("shrink-2").await.ok().flatten();
+        let pod_state = match &pod {
+            None => "gone",
+            Some(p) if p.metadata.deletion_timestamp.is_some() => "deleting",
+            Some(_) => "running",
+        };
+        let st = store.status().await;
+        if replicas.is_some_and(|r| r < 3) && leader_when_shrunk.is_none() {
+            leader_when_shrunk = Some(st.leader.clone());
+        }
+        if pod_state != "running" && leader_when_pod_deleted.is_none() {
+            leader_when_pod_deleted = Some(st.leader.clone());
+        }
+        let now = (replicas, st.leader.clone(), Some(pod_state));
+        if now != last {
+            timeline.push(format!(
+                "+{:.2} s: StatefulSet replicas {replicas:?}, leader {:?}, pod shrink-2 {pod_state}",
+                t.elapsed().as_secs_f64(),
+                st.leader
+            ));
+            last = now;
+        }
+        if replicas == Some(2) && pod_state == "gone" && settled(&st, 2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "scale-down to 2 within 120 s: {st:?}\ntimeline:\n{}\noperator log:\n{}",
+            timeline.join("\n"),
+            operator_log(cluster.kubelet(), cluster)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = t.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = writer.stop();
+    let lost = lost_writes(store.leader_svc, "w", &report);
+    eprintln!("day2: shrink timeline:\n{}", timeline.join("\n"));
+    eprintln!(
+        "day2: shrink writer (patch at +{at_patch:.1} s): {}",
+        report.summary()
+    );
+
+    let st = store.status().await;
+    let f = st.last_failover.clone().expect("lastFailover");
+    assert_eq!(f.reason.as_str(), "Switchover", "{f:?}");
+    assert_eq!(f.old_leader.as_deref(), Some("shrink-2"), "{f:?}");
+    assert!(
+        ["shrink-0", "shrink-1"].contains(&f.new_leader.as_str()),
+        "{f:?}"
+    );
+    assert_eq!(st.epoch, st1.epoch + 1, "one switchover, no other failover");
+    assert_eq!(st.leader.as_deref(), Some(f.new_leader.as_str()));
+    let shrunk_with = leader_when_shrunk.expect("the StatefulSet shrank");
+    assert!(
+        shrunk_with.is_some() && shrunk_with.as_deref() != Some("shrink-2"),
+        "the StatefulSet shrank only after the switchover (leader then: {shrunk_with:?})"
+    );
+    let deleted_with = leader_when_pod_deleted.expect("pod shrink-2 went");
+    assert!(
+        deleted_with.as_deref() != Some("shrink-2"),
+        "pod shrink-2 removed only once it no longer led (leader then: {deleted_with:?})"
+    );
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost: {:?}",
+        &lost[..lost.len().min(20)]
+    );
+    assert!(
+        report.acked.len() > 100,
+        "the writer made progress: {}",
+        report.summary()
+    );
+    eprintln!(
+        "day2: shrink: 3 -> 2 with the leader on shrink-2: switchover {} ms (fence {} ms, promote {} ms) to {}, settled in {:.1} s, \
+         {} acknowledged writes, 0 lost, longest write pause {:.3} s; scenario {:.1} s",
+        f.total_ms,
+        f.fence_ms,
+        f.promote_ms,
+        f.new_leader,
+        took.as_secs_f64(),
+        report.acked.len(),
+        report.longest_pause.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        report.longest_pause <= Duration::from_millis(1500),
+        "longest write pause {:?} over the 1.5 s goal: {}",
+        report.longest_pause,
+        report.summary()
+    );
+}
+
+// ------------------------------------------------------------------- 3
+
+/// Whether the named object of kind K exists (and is not being deleted).
+async fn exists<K>(client: &kube::Client, ns: &str, name: &str) -> bool
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + k8s_openapi::serde::de::DeserializeOwned,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), ns);
+    api.get_opt(name).await.expect("get").is_some()
+}
+
+/// The store's owned objects that still exist.
+async fn owned_left(client: &kube::Client, ns: &str, name: &str) -> Vec<String> {
+    let mut left = Vec::new();
+    if exists::<StatefulSet>(client, ns, name).await {
+        left.push(format!("statefulset/{name}"));
+    }
+    for svc in [
+        format!("{name}-headless"),
+        format!("{name}-leader"),
+        format!("{name}-read"),
+    ] {
+        if exists::<Service>(client, ns, &svc).await {
+            left.push(format!("service/{svc}"));
+        }
+    }
+    if exists::<PodDisruptionBudget>(client, ns, name).await {
+        left.push(format!("pdb/{name}"));
+    }
+    let secret = format!("{name}-admin-token");
+    if exists::<Secret>(client, ns, &secret).await {
+        left.push(format!("secret/{secret}"));
+    }
+    for i in 0..3 {
+        let pod = format!("{name}-{i}");
+        if exists::<Pod>(client, ns, &pod).await {
+            left.push(format!("pod/{pod}"));
+        }
+    }
+    left
+}
+
+async fn claims(client: &kube::Client, ns: &str) -> Vec<String> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+    let mut names: Vec<String> = api
+        .list(&Default::default())
+        .await
+        .expect("list PVCs")
+        .items
+        .into_iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .map(|c| c.name_any())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Delete the store; wait until the garbage collector removed what it
+/// owns; the claims left.
+async fn delete_store(
+    cluster: &Cluster,
+    store: &Store,
+    client: &kube::Client,
+) -> (Duration, Vec<String>) {
+    let (ns, name) = (&*store.ns, store.name.as_str());
+    let left = owned_left(client, ns, name).await;
+    assert_eq!(left.len(), 9, "every owned object exists before: {left:?}");
+    // Each one is owned by the store (the Secret too).
+    let uid = store
+        .api
+        .get(name)
+        .await
+        .expect("store")
+        .uid()
+        .expect("uid");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let secret = secrets
+        .get(&format!("{name}-admin-token"))
+        .await
+        .expect("admin token Secret");
+    assert!(
+        secret
+            .owner_references()
+            .iter()
+            .any(|o| o.uid == uid && o.controller == Some(true)),
+        "the admin token Secret is owned by the store: {:?}",
+        secret.owner_references()
+    );
+    let t = Instant::now();
+    kubectl(cluster, ns, &["delete", "rstore", name, "--wait=false"]);
+    until(
+        cluster,
+        "the garbage collector to remove the store's objects",
+        Duration::from_secs(90),
+        || async {
+            let gone = store.api.get_opt(name).await.expect("get store").is_none();
+            (gone && owned_left(client, ns, name).await.is_empty()).then_some(())
+        },
+    )
+    .await;
+    let took = t.elapsed();
+    // Give the garbage collector time to (wrongly) take the claims too.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    (took, claims(client, ns).await)
+}
+
+#[tokio::test]
+async fn deleting_the_store_removes_what_it_owns_and_keeps_the_volumes_unless_asked() {
+    let Some(cluster) = k8s::shared() else { return };
+    let _serial = SERIAL.lock().await;
+    let started = Instant::now();
+    let client = cluster.client().await;
+
+    let store = deploy(cluster, "gone", &Value::Null).await;
+    write_keys(&store, "k");
+    let before = claims(&client, &store.ns).await;
+    assert_eq!(before, ["data-gone-0", "data-gone-1", "data-gone-2"]);
+    let (took, after) = delete_store(cluster, &store, &client).await;
+    assert_eq!(after, before, "the volumes are kept by default");
+    // Their data too (the stand-in kubelet's PVC folders).
+    let data = cluster
+        .dir
+        .join("volumes")
+        .join(&*store.ns)
+        .join("data-gone-0");
+    assert!(
+        std::fs::read_dir(&data)
+            .map(|d| d.count() > 0)
+            .unwrap_or(false),
+        "{} keeps its files",
+        data.display()
+    );
+    eprintln!(
+        "day2: delete: StatefulSet, 3 Services, PDB, admin token Secret and pods gone {:.1} s after kubectl delete; PVCs kept: {after:?}",
+        took.as_secs_f64()
+    );
+
+    let store = deploy(
+        cluster,
+        "gonec",
+        &json!({"storage": {"size": "1Gi", "deleteClaimsOnDelete": true}}),
+    )
+    .await;
+    assert_eq!(claims(&client, &store.ns).await.len(), 3);
+    let t = Instant::now();
+    let (took, _) = delete_store(cluster, &store, &client).await;
+    let c = &client;
+    let ns = store.ns.name.clone();
+    until(
+        cluster,
+        "the claims to go (deleteClaimsOnDelete)",
+        Duration::from_secs(60),
+        || {
+            let ns = ns.clone();
+            async move {
+                let api: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), &ns);
+                api.list(&Default::default())
+                    .await
+                    .ok()
+                    .filter(|l| l.items.is_empty())
+                    .map(|_| ())
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "day2: delete with deleteClaimsOnDelete: owned objects gone in {:.1} s, PVCs gone within {:.1} s of kubectl delete; scenario {:.1} s",
+        took.as_secs_f64(),
+        t.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+// ------------------------------------------------------------------- 4
+
+#[tokio::test]
+async fn the_operator_killed_in_the_middle_of_a_failover_completes_it_when_back() {
+    let Some(cluster) = k8s::shared() else { return };
+    let _serial = SERIAL.lock().await;
+    let started = Instant::now();
+    let store = deploy(cluster, "opkill", &Value::Null).await;
+    let client = cluster.client().await;
+    let kubelet = cluster.kubelet();
+    let ns = store.ns.name.clone();
+    write_keys(&store, "k");
+    let st = store.status().await;
+    let leader = st.leader.clone().expect("a leader");
+    let followers: Vec<String> = (0..3)
+        .map(|i| store.member(i))
+        .filter(|p| *p != leader)
+        .collect();
+    let (active, _) = lease(&client).await.expect("the operator Lease");
+
+    // One follower frozen and the leader dead (its restart held): the
+    // safety rule (2 fenced followers of 2, K = 1) blocks the failover,
+    // which stays in progress in status.
+    let mut cleanup = Cleanup::default();
+    let frozen = followers[1].clone();
+    let frozen_pid = pod_pid(cluster, &ns, &frozen);
+    process::signal(frozen_pid, "STOP");
+    cleanup.add(move || process::signal(frozen_pid, "CONT"));
+    kubelet.hold_restarts(&ns, &leader, true);
+    {
+        let (ns, leader) = (ns.clone(), leader.clone());
+        cleanup.add(move || {
+            if let Some(c) = k8s::shared() {
+                c.kubelet().hold_restarts(&ns, &leader, false);
+            }
+        });
+    }
+    let t = Instant::now();
+    process::signal(pod_pid(cluster, &ns, &leader), "KILL");
+    let s = &store;
+    let progress = until(
+        cluster,
+        "a failover in progress",
+        Duration::from_secs(20),
+        || async { s.status().await.failover },
+    )
+    .await;
+    let in_progress_after = t.elapsed();
+
+    // Kill the active operator now.
+    let operator_pid = pod_pid(cluster, OPERATOR_NS, &active);
+    process::signal(operator_pid, "KILL");
+    let t_kill = Instant::now();
+    // After `kill` returned: a renewal computed before that is older.
+    let killed_at = k8s_openapi::jiff::Timestamp::now();
+    eprintln!(
+        "day2: opkill: failover in progress {:.2} s after SIGKILL of {leader} (phase {:?}, blocked: {:?}); operator {active} killed",
+        in_progress_after.as_secs_f64(),
+        progress.phase,
+        progress.blocked
+    );
+    // An operator is active again: the Lease renewed after the kill.
+    let c = &client;
+    let holder = until(
+        cluster,
+        "an operator to hold the Lease again",
+        Duration::from_secs(40),
+        || async move {
+            let (holder, l) = lease(c).await?;
+            let renewed = l.spec?.renew_time?.0;
+            (renewed > killed_at).then_some((holder, renewed))
+        },
+    )
+    .await;
+    let back_after = t_kill.elapsed();
+    eprintln!(
+        "day2: opkill: killed at {killed_at}, Lease renewed at {} by {} (restarts of {active}: {:?})",
+        holder.1,
+        holder.0,
+        kubelet.pod(OPERATOR_NS, &active).map(|p| p.restarts)
+    );
+    let holder = holder.0;
+    // Still blocked on the frozen follower: the new operator read the
+    // failover from status and keeps it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mid = store.status().await;
+    assert!(
+        mid.failover
+            .as_ref()
+            .is_some_and(|f| f.epoch == progress.epoch),
+        "the failover in progress is kept across the operator's restart: {:?}",
+        mid.failover
+    );
+    assert_eq!(
+        mid.leader.as_deref(),
+        Some(leader.as_str()),
+        "no leader forgotten"
+    );
+    let t_cont = Instant::now();
+    process::signal(frozen_pid, "CONT");
+    let after = wait_failover(
+        cluster,
+        &store,
+        st.epoch,
+        t,
+        "leader SIGKILL, operator SIGKILL",
+    )
+    .await;
+    let completed_after_cont = t_cont.elapsed();
+    let f = after.last_failover.clone().expect("lastFailover");
+    assert_eq!(f.old_leader.as_deref(), Some(leader.as_str()));
+    assert!(followers.contains(&f.new_leader), "{f:?}");
+    assert_eq!(f.epoch, progress.epoch, "the same failover completed");
+    check_keys(&store, "k");
+    kubelet.hold_restarts(&ns, &leader, false);
+    wait_member(&store, &leader, &["follower"]).await;
+    drop(cleanup);
+    eprintln!(
+        "day2: opkill: operator {active} killed mid-failover; {holder} active again {:.1} s later; the failover to {} (epoch {}) completed {:.2} s after the frozen follower resumed, total {} ms; {leader} back as a follower; scenario {:.1} s",
+        back_after.as_secs_f64(),
+        f.new_leader,
+        f.epoch,
+        completed_after_cont.as_secs_f64(),
+        f.total_ms,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+// ------------------------------------------------------------------- 5
+
+fn last_election_line(cluster: &Cluster, pod: &str) -> Option<&'static str> {
+    let rt = cluster.kubelet().pod(OPERATOR_NS, pod)?;
+    let log = std::fs::read_to_string(&rt.log).unwrap_or_default();
+    log.lines().rev().find_map(|l| {
+        if l.contains("leading: this operator replica is active") {
+            Some("leading")
+        } else if l.contains("standing by: another operator replica is active") {
+            Some("standing by")
+        } else {
+            None
+        }
+    })
+}
+
+#[tokio::test]
+async fn operator_ha_the_standby_takes_the_lease_and_completes_a_failover() {
+    let Some(cluster) = k8s::shared() else { return };
+    let _serial = SERIAL.lock().await;
+    let started = Instant::now();
+    let store = deploy(cluster, "ha", &Value::Null).await;
+    let client = cluster.client().await;
+    let kubelet = cluster.kubelet();
+    let pods = operator_pods(cluster);
+    assert_eq!(
+        pods.len(),
+        2,
+        "the chart runs two operator replicas: {pods:?}"
+    );
+    eprintln!(
+        "{}",
+        kubectl(cluster, OPERATOR_NS, &["get", "lease", "-o", "wide"])
+    );
+    let (active, l) = lease(&client).await.expect("the operator Lease");
+    assert!(
+        pods.contains(&active),
+        "the Lease is held by an operator pod: {active}"
+    );
+    let standby = pods
+        .iter()
+        .find(|p| **p != active)
+        .expect("a standby")
+        .clone();
+    let spec = l.spec.clone().unwrap_or_default();
+    let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(15) as u64);
+    let transitions = spec.lease_transitions.unwrap_or(0);
+    // Exactly one acts: the holder says it leads, the other stands by.
+    let c = &client;
+    until(
+        cluster,
+        "the holder to lead and the other to stand by",
+        Duration::from_secs(30),
+        || {
+            let (a, s) = (active.clone(), standby.clone());
+            async move {
+                let holder = lease(c).await?.0;
+                (holder == a
+                    && last_election_line(cluster, &a) == Some("leading")
+                    && last_election_line(cluster, &s) == Some("standing by"))
+                .then_some(())
+            }
+        },
+    )
+    .await;
+
+    // The active replica's process killed, and kept down.
+    let mut cleanup = Cleanup::default();
+    kubelet.hold_restarts(OPERATOR_NS, &active, true);
+    {
+        let a = active.clone();
+        cleanup.add(move || {
+            if let Some(c) = k8s::shared() {
+                c.kubelet().hold_restarts(OPERATOR_NS, &a, false);
+            }
+        });
+    }
+    let renewed = lease(&client)
+        .await
+        .and_then(|(_, l)| l.spec?.renew_time)
+        .map(|t| t.0);
+    let pid = pod_pid(cluster, OPERATOR_NS, &active);
+    let t = Instant::now();
+    process::signal(pid, "KILL");
+    let killed_at = k8s_openapi::jiff::Timestamp::now();
+    let since_renewal = renewed.map(|r| killed_at.duration_since(r).as_secs_f64());
+    let s = standby.clone();
+    until(
+        cluster,
+        "the standby to take the Lease",
+        duration * 3,
+        || {
+            let s = s.clone();
+            async move { (lease(c).await?.0 == s).then_some(()) }
+        },
+    )
+    .await;
+    let takeover = t.elapsed();
+    let (_, l) = lease(&client).await.expect("Lease");
+    let after = l.spec.unwrap_or_default();
+    assert_eq!(
+        after.lease_transitions.unwrap_or(0),
+        transitions + 1,
+        "one new term"
+    );
+    eprintln!(
+        "day2: ha: {standby} took the Lease {:.2} s after SIGKILL of {active} (last renewal {:.2} s before the kill; lease {} s)",
+        takeover.as_secs_f64(),
+        since_renewal.unwrap_or(-1.0),
+        duration.as_secs()
+    );
+    // Renew every duration/3, take over once a renewal is `duration` old:
+    // at most duration + duration/3 after the kill.
+    assert!(
+        takeover <= duration + duration / 3 + Duration::from_secs(1),
+        "takeover in {takeover:?}"
+    );
+
+    // A failover now is the new active replica's.
+    write_keys(&store, "k");
+    let standby_log_path = kubelet.pod(OPERATOR_NS, &standby).expect("standby pod").log;
+    let log_len = std::fs::metadata(&standby_log_path)
+        .map(|m| m.len())
+        .unwrap_or(0) as usize;
+    let st = store.status().await;
+    let leader = st.leader.clone().expect("a leader");
+    // Kept down until the failover is done, so leadership moves (a leader
+    // back before the choice may be chosen again).
+    kubelet.hold_restarts(&store.ns, &leader, true);
+    {
+        let (ns, l) = (store.ns.name.clone(), leader.clone());
+        cleanup.add(move || {
+            if let Some(c) = k8s::shared() {
+                c.kubelet().hold_restarts(&ns, &l, false);
+            }
+        });
+    }
+    let t1 = Instant::now();
+    process::signal(pod_pid(cluster, &store.ns, &leader), "KILL");
+    let after = wait_failover(
+        cluster,
+        &store,
+        st.epoch,
+        t1,
+        "leader SIGKILL after the operator takeover",
+    )
+    .await;
+    let failover_took = t1.elapsed();
+    check_keys(&store, "k");
+    let standby_log = std::fs::read(&standby_log_path).unwrap_or_default();
+    let new_lines =
+        String::from_utf8_lossy(&standby_log[log_len.min(standby_log.len())..]).into_owned();
+    assert!(
+        new_lines.contains("FailoverCompleted"),
+        "the new active replica ran the failover; its log since:\n{new_lines}"
+    );
+
+    let f = after.last_failover.clone().expect("lastFailover");
+    assert_ne!(f.new_leader, leader, "leadership moved");
+    kubelet.hold_restarts(&store.ns, &leader, false);
+    wait_member(&store, &leader, &["follower"]).await;
+
+    // The old active replica comes back as a standby.
+    kubelet.hold_restarts(OPERATOR_NS, &active, false);
+    let a = active.clone();
+    until(
+        cluster,
+        "the old active replica to stand by",
+        Duration::from_secs(30),
+        || {
+            let a = a.clone();
+            async move { (last_election_line(cluster, &a) == Some("standing by")).then_some(()) }
+        },
+    )
+    .await;
+    assert_eq!(lease(&client).await.map(|l| l.0), Some(standby.clone()));
+    drop(cleanup);
+    eprintln!(
+        "day2: ha: takeover {:.2} s; failover after it: {} -> {} in {} ms (writes back after {:.2} s); {active} restarted as standby; scenario {:.1} s",
+        takeover.as_secs_f64(),
+        leader,
+        f.new_leader,
+        f.total_ms,
+        failover_took.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+// ------------------------------------------------------------------- 6
+
+#[tokio::test]
+async fn rolling_update_replaces_followers_then_switches_over_then_the_old_leader() {
+    let Some(cluster) = k8s::shared() else { return };
+    let _serial = SERIAL.lock().await;
+    let started = Instant::now();
+    let store = deploy(cluster, "roll", &Value::Null).await;
+    let client = cluster.client().await;
+    let sts_api: Api<StatefulSet> = Api::namespaced(client.clone(), &store.ns);
+    let revisions = |sts: &StatefulSet| {
+        let st = sts.status.clone().unwrap_or_default();
+        (st.current_revision, st.update_revision)
+    };
+    let (current, update) = revisions(&sts_api.get("roll").await.expect("StatefulSet"));
+    let old_revision = update.clone().expect("updateRevision");
+    assert_eq!(current.as_deref(), Some(old_revision.as_str()));
+    // The StatefulSet controller labels each pod it creates with its
+    // revision (the rollout reads it).
+    let pod_revision = |p: &Pod| p.labels().get("controller-revision-hash").cloned();
+    for i in 0..3 {
+        let p = store.pods.get(&store.member(i)).await.expect("pod");
+        assert_eq!(
+            pod_revision(&p).as_deref(),
+            Some(old_revision.as_str()),
+            "{}",
+            store.member(i)
+        );
+    }
+    let st0 = store.status().await;
+    let old_leader = st0.leader.clone().expect("a leader");
+    let mut uids = BTreeMap::new();
+    for i in 0..3 {
+        let n = store.member(i);
+        uids.insert(n.clone(), pod_uid(&store.pods, &n).await.expect("uid"));
+    }
+
+    let writer = Writer::start(store.leader_svc, "w", PACE);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let at_patch = writer.at();
+    let t = Instant::now();
+    patch_spec(
+        cluster,
+        &store,
+        json!({"resources": {"requests": {"cpu": "150m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}}}),
+    );
+
+    let mut timeline: Vec<String> = Vec::new();
+    let mut deleted: Vec<(String, Option<String>, f64)> = Vec::new();
+    let mut leader = Some(old_leader.clone());
+    let mut leader_changes: Vec<(Option<String>, f64)> = Vec::new();
+    let mut rolling_seen: Vec<String> = Vec::new();
+    let mut new_revision: Option<String> = None;
+    let mut overlaps: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let st = store.status().await;
+        let now = t.elapsed().as_secs_f64();
+        if st.leader != leader {
+            timeline.push(format!(
+                "+{now:.2} s: leader {:?} -> {:?}",
+                leader, st.leader
+            ));
+            leader = st.leader.clone();
+            leader_changes.push((leader.clone(), now));
+        }
+        if let Some(c) = condition(&st, "Progressing")
+            && c.reason == "RollingUpdate"
+            && !rolling_seen.contains(&c.message)
+        {
+            timeline.push(format!(
+                "+{now:.2} s: Progressing RollingUpdate: {}",
+                c.message
+            ));
+            rolling_seen.push(c.message.clone());
+        }
+        if new_revision.is_none() {
+            let (_, u) = revisions(&sts_api.get("roll").await.expect("StatefulSet"));
+            if u.as_deref() != Some(old_revision.as_str()) {
+                new_revision = u;
+            }
+        }
+        let mut all_new = new_revision.is_some();
+        for i in 0..3 {
+            let n = store.member(i);
+            let p = store.pods.get_opt(&n).await.ok().flatten();
+            let replaced = match &p {
+                None => true,
+                Some(p) => {
+                    p.metadata.deletion_timestamp.is_some() || p.uid() != uids.get(&n).cloned()
+                }
+            };
+            if replaced && !deleted.iter().any(|(d, _, _)| *d == n) {
+                timeline.push(format!("+{now:.2} s: {n} deleted (leader {:?})", st.leader));
+                deleted.push((n.clone(), st.leader.clone(), now));
+                // One member down at a time: every other one is there and
+                // ready (read after the deletion was seen).
+                for j in (0..3).filter(|j| *j != i) {
+                    let other = store.member(j);
+                    let p = store.pods.get_opt(&other).await.ok().flatten();
+                    let ok = p
+                        .as_ref()
+                        .is_some_and(|p| p.metadata.deletion_timestamp.is_none() && pod_ready(p));
+                    if !ok {
+                        let why = match &p {
+                            None => "has no pod".to_string(),
+                            Some(p) if p.metadata.deletion_timestamp.is_some() => {
+                                "is being deleted".to_string()
+                            }
+                            Some(_) => "is not ready".to_string(),
+                        };
+                        timeline.push(format!(
+                            "+{now:.2} s: VIOLATION: {n} deleted while {other} {why}"
+                        ));
+                        overlaps.push(format!("{n} deleted while {other} {why}"));
+                    }
+                }
+            }
+            let ok = p.as_ref().is_some_and(|p| {
+                p.metadata.deletion_timestamp.is_none() && pod_revision(p) == new_revision
+            });
+            all_new &= ok;
+        }
+        if all_new
+            && settled(&st, 3)
+            && condition(&st, "Progressing").is_some_and(|c| c.status == "False")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rolling update within 300 s: {st:?}\ntimeline:\n{}\noperator log:\n{}",
+            timeline.join("\n"),
+            operator_log(cluster.kubelet(), cluster)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = t.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let report = writer.stop();
+    let lost = lost_writes(store.leader_svc, "w", &report);
+    eprintln!("day2: roll timeline:\n{}", timeline.join("\n"));
+    eprintln!(
+        "day2: roll writer (patch at +{at_patch:.1} s): {}",
+        report.summary()
+    );
+
+    let st = store.status().await;
+    assert!(
+        overlaps.is_empty(),
+        "a member was deleted while another was down: {overlaps:?}"
+    );
+    // Followers first, then the old leader, each once.
+    let order: Vec<&str> = deleted.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(order.len(), 3, "each member replaced once: {order:?}");
+    assert_eq!(order[2], old_leader, "the old leader last: {order:?}");
+    // The switchover came after both followers and before the old leader.
+    assert_eq!(
+        leader_changes.len(),
+        1,
+        "one leader change: {leader_changes:?}"
+    );
+    let (new_leader, switched_at) = leader_changes[0].clone();
+    let new_leader = new_leader.expect("a new leader");
+    assert!(
+        deleted[1].2 <= switched_at && switched_at <= deleted[2].2,
+        "{timeline:?}"
+    );
+    assert_eq!(
+        deleted[2].1.as_deref(),
+        Some(new_leader.as_str()),
+        "the old leader was deleted once it no longer led"
+    );
+    let f = st.last_failover.clone().expect("lastFailover");
+    assert_eq!(f.reason.as_str(), "Switchover", "{f:?}");
+    assert_eq!(f.old_leader.as_deref(), Some(old_leader.as_str()));
+    assert_eq!(st.epoch, st0.epoch + 1, "exactly one leadership change");
+    assert!(
+        !rolling_seen.is_empty(),
+        "Progressing said RollingUpdate during the update"
+    );
+    assert!(is_true(&st, "Available"));
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost: {:?}",
+        &lost[..lost.len().min(20)]
+    );
+    assert!(
+        report.acked.len() > 100,
+        "the writer made progress: {}",
+        report.summary()
+    );
+    let goal = if report.longest_pause <= Duration::from_millis(1500) {
+        "meets"
+    } else {
+        "MISSES"
+    };
+    eprintln!(
+        "day2: roll: 3 members replaced in {:.1} s ({order:?}; switchover {old_leader} -> {new_leader} in {} ms at +{switched_at:.1} s); \
+         {} acknowledged writes, 0 lost, longest write pause {:.3} s ({goal} the 1.5 s goal); scenario {:.1} s",
+        took.as_secs_f64(),
+        f.total_ms,
+        report.acked.len(),
+        report.longest_pause.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        report.longest_pause <= Duration::from_millis(1500),
+        "longest write pause {:?} over the 1.5 s goal: {}",
+        report.longest_pause,
+        report.summary()
+    );
+}
+
+// ------------------------------------------------------------------- 7
+
+/// An HTTP/1.1 request with optional headers; (code, body).
+fn http(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect admin");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).expect("send");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let code = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// The fields of `/status` an admin call could change.
+fn role_of(addr: SocketAddr) -> Value {
+    let (code, body) = http(addr, "GET", "/status", &[], "");
+    assert_eq!(code, 200, "GET /status needs no token: {body}");
+    let v: Value = serde_json::from_str(&body).expect("status JSON");
+    json!({"role": v["role"], "epoch": v["epoch"], "fenced": v["fenced"], "leader": v["leader"]})
+}
+
+#[tokio::test]
+async fn admin_calls_without_the_token_are_refused_and_change_nothing() {
+    let Some(cluster) = k8s::shared() else { return };
+    let _serial = SERIAL.lock().await;
+    let started = Instant::now();
+    let store = deploy(cluster, "auth", &Value::Null).await;
+    let st = store.status().await;
+    let epoch = st.epoch as u64;
+    let mut refused = 0;
+    for i in 0..3 {
+        let member = store.member(i);
+        let ip = store
+            .pods
+            .get(&member)
+            .await
+            .expect("pod")
+            .status
+            .and_then(|s| s.pod_ip)
+            .expect("pod IP");
+        let admin: SocketAddr = format!("{ip}:8080").parse().expect("admin address");
+        let before = role_of(admin);
+        let calls = [
+            ("/fence", json!({"epoch": epoch + 5})),
+            ("/promote", json!({"epoch": epoch + 5})),
+            (
+                "/follow",
+                json!({"leader": "10.0.0.99:7379", "epoch": epoch + 5}),
+            ),
+        ];
+        for (path, body) in &calls {
+            for headers in [
+                &[][..],
+                &["Authorization: Bearer not-the-token"][..],
+                &["Authorization: token"][..],
+            ] {
+                let (code, text) = http(admin, "POST", path, headers, &body.to_string());
+                assert_eq!(
+                    code, 401,
+                    "POST {path} to {member} with {headers:?}: {text}"
+                );
+                refused += 1;
+            }
+        }
+        assert_eq!(role_of(admin), before, "{member} unchanged");
+    }
+    // Nothing happened to the cluster: same leader, same epoch, no failover,
+    // writes go on.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = store.status().await;
+    assert_eq!(after.leader, st.leader);
+    assert_eq!(after.epoch, st.epoch);
+    assert!(after.last_failover.is_none(), "{:?}", after.last_failover);
+    let mut c = redis_at(store.leader_svc).expect("connect");
+    let _: () = redis::cmd("SET")
+        .arg("still")
+        .arg("ok")
+        .query(&mut c)
+        .expect("write after");
+    eprintln!(
+        "day2: auth: {refused} admin calls without (or with a wrong) token refused with 401 on 3 members, none changed; scenario {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
