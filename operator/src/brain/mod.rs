@@ -330,6 +330,10 @@ pub struct FailoverProgress {
     pub leader_end: Option<u64>,
     #[serde(default)]
     pub lost_bytes: u64,
+    /// The new leader's log end when it was chosen: where the old
+    /// leader's history forks off.
+    #[serde(default)]
+    pub fork_offset: u64,
     /// Why the failover cannot go on, while it cannot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked: Option<String>,
@@ -355,8 +359,13 @@ pub struct FailoverRecord {
     pub relabel_ms: u64,
     pub total_ms: u64,
     /// Bytes the old leader had committed past the new leader at its last
-    /// probe (async: acknowledged writes lost; 0 in semi-sync and sync).
+    /// probe (async: acknowledged writes lost; 0 in semi-sync and sync). In
+    /// async mode, corrected when the old leader returns with its log: what
+    /// it had past the fork.
     pub lost_bytes: u64,
+    /// The new leader's log end when it was chosen (where histories fork).
+    #[serde(default)]
+    pub fork_offset: u64,
 }
 
 /// One action for a driver to take.
@@ -609,6 +618,7 @@ fn bootstrap(obs: &Observation, plan: &mut Plan) {
 /// A healthy leader at `epoch`: repoint strays, fix labels, and start a
 /// requested switchover.
 fn steady(obs: &Observation, plan: &mut Plan, leader: &MemberView, epoch: u64) {
+    account_returning_leader(obs, plan);
     for m in &obs.members {
         if m.name == leader.name || m.status().is_none() || m.follows(leader, epoch) {
             continue;
@@ -671,6 +681,37 @@ fn steady(obs: &Observation, plan: &mut Plan, leader: &MemberView, epoch: u64) {
                 ));
             }
         }
+    }
+}
+
+/// Async mode: the old leader of the last failover, back and not yet
+/// repointed, still holds its history; what it has past the fork is what
+/// the failover took back (its last probe before the failure may have been
+/// up to a probe period old). The record keeps the larger figure.
+fn account_returning_leader(obs: &Observation, plan: &mut Plan) {
+    if obs.settings.mode != ReplicationMode::Async {
+        return;
+    }
+    let Some(record) = plan.record.last_failover.as_mut() else {
+        return;
+    };
+    let Some(old) = record.old_leader.as_deref().and_then(|o| obs.member(o)) else {
+        return;
+    };
+    let Some(s) = old.status() else { return };
+    if s.epoch >= record.epoch || s.last_log_epoch >= record.epoch {
+        return; // already repointed (and truncated)
+    }
+    let past = s.offsets.appended.saturating_sub(record.fork_offset);
+    if past > record.lost_bytes {
+        plan.events.push(Event::new(
+            EventReason::FailoverCompleted,
+            format!(
+                "{} returned with {past} bytes past the fork at offset {}: the failover to {} lost them (async)",
+                old.name, record.fork_offset, record.new_leader
+            ),
+        ));
+        record.lost_bytes = past;
     }
 }
 
@@ -744,6 +785,7 @@ fn start_failover(
         old_leader_committed: old.and_then(|o| o.last_seen).map(|s| s.committed),
         leader_end: None,
         lost_bytes: 0,
+        fork_offset: 0,
         blocked: None,
     };
     let mut started = Event::new(
@@ -948,6 +990,7 @@ fn complete(obs: &Observation, plan: &mut Plan, fo: FailoverProgress) {
         relabel_ms,
         total_ms: now.saturating_sub(fo.started_at_ms),
         lost_bytes: fo.lost_bytes,
+        fork_offset: fo.fork_offset,
     };
     plan.events.push(Event::new(
         EventReason::FailoverCompleted,
@@ -1062,6 +1105,7 @@ fn fence_and_choose(obs: &Observation, plan: &mut Plan, fo: &mut FailoverProgres
         return false;
     };
     let chosen_end = chosen.log_position().map_or(0, |(_, end)| end);
+    fo.fork_offset = chosen_end;
     fo.lost_bytes = fo
         .old_leader_committed
         .map_or(0, |c| c.saturating_sub(chosen_end));

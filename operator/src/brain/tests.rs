@@ -1234,3 +1234,27 @@ fn a_switchover_stops_waiting_for_catch_up_once_the_old_leader_is_gone() {
     sim.settle();
     assert_eq!(sim.leaders().len(), 1);
 }
+
+#[test]
+fn in_async_mode_the_returning_old_leader_corrects_the_bytes_lost() {
+    let mut sim = Sim::healthy(3, 2);
+    sim.settings.mode = ReplicationMode::Async;
+    sim.probe(); // last good probe: 1000 committed
+    // It took writes after its last probe, then crashed.
+    sim.node("rs-0").end = 1600;
+    sim.node("rs-0").committed = 1600;
+    sim.kill("rs-0");
+    let plans = sim.settle();
+    let done = completed(&plans).unwrap();
+    assert_eq!(done.lost_bytes, 0, "its last probe saw nothing past 1000");
+    assert_eq!(done.fork_offset, 1000);
+    // It returns, still with its log, before it is repointed.
+    sim.restart("rs-0");
+    let plan = decide(&sim.observe());
+    assert_eq!(plan.record.last_failover.as_ref().unwrap().lost_bytes, 600);
+    assert!(plan.events.iter().any(|e| e.message.contains("600 bytes")));
+    // Once repointed (and truncated) the figure stays.
+    sim.settle();
+    assert_eq!(sim.recorded.last_failover.as_ref().unwrap().lost_bytes, 600);
+    assert_eq!(sim.node("rs-0").end, 1000);
+}

@@ -565,6 +565,7 @@ mod tests {
             relabel_ms: 1,
             total_ms: 31,
             lost_bytes: 0,
+            fork_offset: 0,
         });
         file.members[2].restarts = 1;
         let repl = "127.0.0.1:21000";

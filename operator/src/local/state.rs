@@ -378,6 +378,7 @@ mod tests {
             old_leader_committed: Some(100),
             leader_end: None,
             lost_bytes: 0,
+            fork_offset: 0,
             blocked: None,
         });
         file.last_failover = Some(FailoverRecord {
@@ -394,6 +395,7 @@ mod tests {
             relabel_ms: 4,
             total_ms: 10,
             lost_bytes: 0,
+            fork_offset: 0,
         });
         file.waiting = Some("promoting member-1: it does not answer; waiting".to_string());
         file.members = (0..3).map(member).collect();
