@@ -30,8 +30,10 @@ log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     log "building rstore-node, rstore-operator and rstore-failover-bench (release)"
+    # Two builds: `--bin` would also filter the other packages' binaries
+    # out, leaving a stale rstore-operator behind.
     (cd "$REPO_ROOT" && cargo build --release -p rstore-node -p rstore-operator \
-        -p rstore-e2e --bin rstore-failover-bench) >&2
+        && cargo build --release -p rstore-e2e --bin rstore-failover-bench) >&2
 fi
 for b in rstore-node rstore-operator rstore-failover-bench; do
     [[ -x "$REL/$b" ]] || { log "ERROR: $REL/$b missing (unset SKIP_BUILD)"; exit 1; }

@@ -192,7 +192,15 @@ fn main() {
         }
     };
     let flags: Vec<&str> = args.flags.iter().map(String::as_str).collect();
-    let mut cluster = LocalCluster::start(&tmp.path().join("c"), 3, &flags);
+    // RSTORE_BENCH_KEEP=1 keeps the data dirs and logs for a look.
+    let dir = if std::env::var_os("RSTORE_BENCH_KEEP").is_some() {
+        let kept = tmp.keep();
+        eprintln!("keeping {}", kept.display());
+        kept
+    } else {
+        tmp.path().to_path_buf()
+    };
+    let mut cluster = LocalCluster::start(&dir.join("c"), 3, &flags);
     let (leader, _) = cluster.wait_settled(SETTLE);
     let mode = cluster.must_state()["mode"]
         .as_str()
@@ -297,6 +305,12 @@ fn main() {
             Fault::Crash | Fault::CrashBehind => net_tool(&cluster, "heal", &old),
             Fault::Kill => {}
         }
+        // In async mode the old leader, back with its log, corrects the
+        // reported loss before it is repointed: read it once it follows.
+        let _ = wait_until(SETTLE, || {
+            let m = cluster.member(&old);
+            (m["role"] == "follower" && m["epoch"].as_u64() > Some(epoch)).then_some(())
+        });
         let record = cluster.must_state()["lastFailover"].clone();
         let lost_bytes = record["lostBytes"].as_u64().unwrap_or(0);
         // Everything acknowledged before the fault must be on the new
@@ -383,4 +397,16 @@ fn main() {
         println!("== {label}: per run (lost writes, lostBytes): {per_run:?}");
     }
     drop(cluster);
+}
+
+/// Like `wait_for`, but gives up quietly (None) at the deadline.
+fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }
