@@ -470,6 +470,10 @@ pub struct MemberStatus {
     /// Why the member is not ready, when it is not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// StatefulSet revision its pod runs (`controller-revision-hash`), so a
+    /// rolling update shows who runs what.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 /// The CRD as YAML, exactly as committed under `crds/`.

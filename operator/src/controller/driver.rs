@@ -209,6 +209,16 @@ pub(crate) async fn pass(
         last: Mutex::new(previous.clone()),
         invalid: invalid.clone(),
         rollout: Mutex::new(None),
+        revisions: pods
+            .items
+            .iter()
+            .filter_map(|p| {
+                Some((
+                    p.metadata.name.clone()?,
+                    p.labels().get(REVISION_LABEL)?.clone(),
+                ))
+            })
+            .collect(),
     };
     let outcome = coordination::run_pass(
         ctx.admin.as_ref(),
@@ -483,6 +493,8 @@ struct KubeDriver {
     invalid: Option<crate::validate::ValidationError>,
     /// The rolling update's step this pass, for conditions.
     rollout: Mutex<Option<RolloutStep>>,
+    /// Pod name -> StatefulSet revision it runs.
+    revisions: std::collections::BTreeMap<String, String>,
 }
 
 impl KubeDriver {
@@ -495,6 +507,14 @@ impl KubeDriver {
         let generation = self.store.metadata.generation;
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let rollout = self.rollout.lock().ok().and_then(|r| r.clone());
+        let members: Vec<MemberStatus> = members
+            .iter()
+            .map(|m| MemberStatus {
+                revision: self.revisions.get(&m.name).cloned(),
+                ..m.clone()
+            })
+            .collect();
+        let members = members.as_slice();
         let mut next = status::from_plan(
             &previous,
             self.desired_replicas,

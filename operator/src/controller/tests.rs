@@ -756,6 +756,14 @@ async fn a_rolling_update_replaces_followers_first_and_the_leader_after_a_switch
         "followers first, leader last"
     );
     assert!(
+        sc.api
+            .status()
+            .members
+            .iter()
+            .all(|m| m.revision.as_deref() == Some("new")),
+        "status shows each member's revision"
+    );
+    assert!(
         switched_before_leader,
         "the leader moved before its pod went"
     );
