@@ -446,6 +446,20 @@ mod tests {
         pub fail_persist: Mutex<bool>,
     }
 
+    impl Recorder {
+        /// Give `members` the labels this driver was last told to set.
+        fn relabel(&self, members: &mut [Member]) {
+            let labels = self.labels.lock().unwrap();
+            for m in members {
+                m.role_label = labels
+                    .iter()
+                    .rev()
+                    .find(|(n, _)| *n == m.name)
+                    .and_then(|(_, r)| *r);
+            }
+        }
+    }
+
     impl Driver for Recorder {
         fn persist<'a>(
             &'a self,
@@ -554,15 +568,7 @@ mod tests {
         assert!(out.members.iter().all(|m| m.epoch == 1));
 
         // The next pass, from what this one recorded and labelled, is quiet.
-        for m in &mut members {
-            m.role_label = driver
-                .labels
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|(n, _)| *n == m.name)
-                .and_then(|(_, r)| *r);
-        }
+        driver.relabel(&mut members);
         let again = pass(&nodes, &driver, &members, &out.plan.record, &mut tracker).await;
         assert!(again.done.is_empty());
         assert_eq!(nodes.calls().len(), 3);
@@ -617,16 +623,7 @@ mod tests {
         for _ in 0..2 {
             let out = pass(&nodes, &driver, &members, &recorded, &mut tracker).await;
             recorded = out.plan.record;
-            for m in &mut members {
-                m.role_label = driver
-                    .labels
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .rev()
-                    .find(|(n, _)| *n == m.name)
-                    .and_then(|(_, r)| *r);
-            }
+            driver.relabel(&mut members);
         }
         nodes.set_down("rs-0", true);
         let mut passes = 0;
