@@ -319,14 +319,30 @@ impl Drop for NodeProc {
 
 /// Minimal blocking HTTP/1.1 client (Connection: close).
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    http_with_headers(addr, method, path, &[], body.unwrap_or(""))
+}
+
+/// [`http`] with extra header lines (e.g. `Authorization: Bearer ...`).
+pub fn http_with_headers(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[&str],
+    body: &str,
+) -> (u16, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect admin");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    let body = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         body.len()
     );
+    for h in headers {
+        req.push_str(h);
+        req.push_str("\r\n");
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
     s.write_all(req.as_bytes()).expect("send");
     let mut resp = String::new();
     s.read_to_string(&mut resp).expect("read");
