@@ -83,7 +83,19 @@ log "building Kubernetes $k8s_version, etcd $etcd_version, helm $helm_version in
 log "(cold: about 6 minutes on 2 cores plus the module download; cached afterwards)"
 start=$(date +%s)
 tmp=$(mktemp -d "$dir/tmp.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+# Go's build and module caches for this build only, removed with it: they
+# hold several GiB that nothing needs once the binaries exist (a CI machine
+# ran out of disk with them left in $HOME). RSTORE_K8S_KEEP_GO_CACHE=1 uses
+# the user's own Go caches instead, for someone who rebuilds often.
+if [[ "${RSTORE_K8S_KEEP_GO_CACHE:-0}" != 1 ]]; then
+  export GOCACHE="$tmp/go-build" GOMODCACHE="$tmp/go-mod"
+fi
+cleanup() {
+  # The module cache is read-only by design; make it removable first.
+  chmod -R u+w "$tmp" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
 
 jobs=${RSTORE_K8S_BUILD_JOBS:-$(nproc)}
 for t in "${targets[@]}"; do
