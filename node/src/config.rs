@@ -7,26 +7,9 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-use crate::admin::ReplicationMode;
+pub use crate::domain::{AckLevel, OnSyncTimeout};
+use crate::domain::{ReplicationMode, ReplicationSettings};
 use crate::wal::FsyncPolicy;
-
-/// How a semi-sync/sync leader reacts when followers do not acknowledge in
-/// `--sync-timeout`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OnSyncTimeout {
-    /// Report the write as indeterminate and keep requiring acks.
-    Block,
-    /// Fall back to async until followers catch up (visible in INFO/metrics).
-    Degrade,
-}
-
-/// Which follower progress counts as an acknowledgement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AckLevel {
-    Received,
-    Durable,
-    Applied,
-}
 
 /// Role at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -63,7 +46,7 @@ pub struct Config {
     /// Replication address (HOST:PORT) of a leader to follow.
     #[arg(long, env = "RSTORE_FOLLOW")]
     pub follow: Option<String>,
-    #[arg(long, env = "RSTORE_REPLICATION_MODE", default_value = "async", value_parser = parse_mode)]
+    #[arg(long, env = "RSTORE_REPLICATION_MODE", default_value = "async", value_parser = ReplicationMode::from_str)]
     pub replication_mode: ReplicationMode,
     /// Semi-sync: follower acks required per write.
     #[arg(long, env = "RSTORE_SYNC_REPLICAS", default_value_t = 1)]
@@ -119,17 +102,6 @@ pub struct Config {
     pub log_format: String,
 }
 
-fn parse_mode(s: &str) -> Result<ReplicationMode, String> {
-    match s {
-        "async" => Ok(ReplicationMode::Async),
-        "semi-sync" | "semisync" => Ok(ReplicationMode::SemiSync),
-        "sync" => Ok(ReplicationMode::Sync),
-        other => Err(format!(
-            "unknown replication mode '{other}' (expected async, semi-sync or sync)"
-        )),
-    }
-}
-
 impl Config {
     pub fn node_id(&self) -> String {
         if let Some(id) = &self.node_id {
@@ -150,6 +122,18 @@ impl Config {
         Duration::from_millis(self.sync_timeout)
     }
 
+    /// The replication settings the flags ask for (the data directory's
+    /// `settings.auto.json`, written by `POST /config`, overrides them).
+    pub fn replication_settings(&self) -> ReplicationSettings {
+        ReplicationSettings {
+            mode: self.replication_mode,
+            sync_replicas: self.sync_replicas,
+            sync_timeout_ms: self.sync_timeout,
+            on_sync_timeout: self.on_sync_timeout,
+            ack_level: self.ack_level,
+        }
+    }
+
     /// A config for tests and embedding: loopback, port 0 everywhere.
     pub fn for_tests(data_dir: PathBuf) -> Config {
         let mut c = Config::parse_from(["rstore-node"]);
@@ -167,6 +151,9 @@ impl Config {
         if self.replication_mode == ReplicationMode::SemiSync && self.sync_replicas == 0 {
             return Err("--sync-replicas must be at least 1 in semi-sync mode".into());
         }
+        self.replication_settings()
+            .validate()
+            .map_err(|e| format!("replication settings: {e}"))?;
         if self
             .admin_token
             .as_deref()

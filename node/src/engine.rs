@@ -19,11 +19,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
-use crate::admin::{ReplicationMode, Role};
-use crate::config::{AckLevel, Config, OnSyncTimeout};
+use crate::config::Config;
+use crate::domain::{AckLevel, OnSyncTimeout, ReplicationMode, ReplicationSettings, Role};
 use crate::keyspace::{Entry, Keyspace, SHARDS};
 use crate::meta::{self, NodeMeta};
 use crate::record::{self, Mutation};
@@ -57,6 +57,8 @@ pub enum EngineError {
     Epoch(String),
     #[error("ERR snapshot: {0}")]
     Snapshot(String),
+    #[error("ERR invalid replication settings: {0}")]
+    Settings(String),
 }
 
 /// Settings the engine needs (a slice of [`Config`]).
@@ -64,11 +66,9 @@ pub enum EngineError {
 pub struct EngineOptions {
     pub node_id: String,
     pub data_dir: PathBuf,
-    pub mode: ReplicationMode,
-    pub sync_replicas: usize,
-    pub sync_timeout: Duration,
-    pub on_sync_timeout: OnSyncTimeout,
-    pub ack_level: AckLevel,
+    /// The flags' replication settings; a `settings.auto.json` in the data
+    /// directory (written by [`Engine::set_settings`]) overrides them.
+    pub replication: ReplicationSettings,
     pub wal: WalOptions,
     pub wal_retention_bytes: u64,
     pub snapshot_every_bytes: u64,
@@ -79,11 +79,7 @@ impl EngineOptions {
         EngineOptions {
             node_id: c.node_id(),
             data_dir: c.data_dir.clone(),
-            mode: c.replication_mode,
-            sync_replicas: c.sync_replicas,
-            sync_timeout: c.sync_timeout(),
-            on_sync_timeout: c.on_sync_timeout,
-            ack_level: c.ack_level,
+            replication: c.replication_settings(),
             wal: WalOptions {
                 dir: c.data_dir.join("wal"),
                 segment_bytes: c.wal_segment_bytes,
@@ -166,6 +162,8 @@ struct State {
 /// The node's state machine. Shared as `Arc<Engine>`.
 pub struct Engine {
     pub opts: EngineOptions,
+    /// Replication settings in force: changeable while running.
+    settings: RwLock<ReplicationSettings>,
     wal: Wal,
     state: Mutex<State>,
     commit_tx: watch::Sender<u64>,
@@ -186,6 +184,41 @@ fn snapshot_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("snapshots")
 }
 
+/// Settings set through the admin API, kept across restarts (PostgreSQL's
+/// `postgresql.auto.conf`): they override the flags.
+const SETTINGS_FILE: &str = "settings.auto.json";
+
+fn load_settings(data_dir: &Path) -> Result<Option<ReplicationSettings>, EngineError> {
+    let path = data_dir.join(SETTINGS_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(EngineError::Io(format!("{}: {e}", path.display()))),
+    };
+    let settings: ReplicationSettings = serde_json::from_slice(&bytes)
+        .map_err(|e| EngineError::Corrupt(format!("{}: {e}", path.display())))?;
+    settings
+        .validate()
+        .map_err(|e| EngineError::Corrupt(format!("{}: {e}", path.display())))?;
+    Ok(Some(settings))
+}
+
+fn store_settings(data_dir: &Path, settings: &ReplicationSettings) -> Result<(), EngineError> {
+    use std::io::Write;
+    let path = data_dir.join(SETTINGS_FILE);
+    let tmp = data_dir.join(format!("{SETTINGS_FILE}.tmp"));
+    let io = |e: std::io::Error| EngineError::Io(format!("{}: {e}", path.display()));
+    let json = serde_json::to_vec_pretty(settings).map_err(|e| EngineError::Io(e.to_string()))?;
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(&json).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    std::fs::File::open(data_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io)?;
+    Ok(())
+}
+
 impl Engine {
     /// Open the data directory: latest snapshot + log replay. Refuses to
     /// start on corruption (the error names the file and offset).
@@ -198,6 +231,18 @@ impl Engine {
         let mut node_meta =
             meta::load(&opts.data_dir)?.unwrap_or_else(|| NodeMeta::new(opts.node_id.clone()));
         node_meta.node_id = opts.node_id.clone();
+        let settings = match load_settings(&opts.data_dir)? {
+            Some(saved) if saved != opts.replication => {
+                tracing::warn!(
+                    flags = ?opts.replication,
+                    in_force = ?saved,
+                    "replication settings set through the admin API ({SETTINGS_FILE}) override the flags"
+                );
+                saved
+            }
+            Some(saved) => saved,
+            None => opts.replication,
+        };
 
         let mut base = Keyspace::new();
         let (start, snap_end, snap_bytes) = load_snapshot(&snap_dir, &mut base)?;
@@ -279,6 +324,7 @@ impl Engine {
             snapshot_bytes: AtomicU64::new(snap_bytes),
             checkpoint_running: AtomicBool::new(false),
             stats: Stats::default(),
+            settings: RwLock::new(settings),
             opts,
         };
         Ok(Arc::new(engine))
@@ -300,7 +346,46 @@ impl Engine {
     }
 
     fn lossless(&self, st: &State) -> bool {
-        self.opts.mode != ReplicationMode::Async && !st.degraded
+        self.settings().lossless() && !st.degraded
+    }
+
+    /// The replication settings in force.
+    pub fn settings(&self) -> ReplicationSettings {
+        *self.settings.read()
+    }
+
+    /// Change the replication settings while running, and keep them across
+    /// restarts. Taking effect at once:
+    /// - a leader that leaves semi-sync/sync commits (and shows) what is
+    ///   locally durable, as an async leader would have;
+    /// - a leader entering semi-sync/sync holds new writes back until
+    ///   followers acknowledge them; writes already acknowledged stay so;
+    /// - a waiting write sees a new timeout only from its next wait.
+    pub fn set_settings(
+        &self,
+        settings: ReplicationSettings,
+    ) -> Result<ReplicationSettings, EngineError> {
+        settings.validate().map_err(EngineError::Settings)?;
+        // Under the state lock: a write decides on lossless visibility and
+        // appends under it, so no write straddles the change.
+        let st = self.state.lock();
+        let old = *self.settings.read();
+        if old != settings {
+            store_settings(&self.opts.data_dir, &settings)?;
+            *self.settings.write() = settings;
+            tracing::info!(from = ?old, to = ?settings, "replication settings changed");
+        }
+        drop(st);
+        self.recompute_commit();
+        // A follower that now applies without waiting for the leader's
+        // commit catches up with what it holds.
+        if settings.mode == ReplicationMode::Async {
+            let mut st = self.state.lock();
+            if st.meta.role == Role::Follower {
+                self.apply_received(&mut st, u64::MAX);
+            }
+        }
+        Ok(settings)
     }
 
     // ---------------------------------------------------------------- reads
@@ -409,7 +494,8 @@ impl Engine {
     pub async fn wait_acked(&self, offset: u64) -> Result<(), AckError> {
         // Writes are appended with the writer asleep; one kick per batch.
         self.wal.kick();
-        if self.opts.mode == ReplicationMode::Async {
+        let settings = self.settings();
+        if settings.mode == ReplicationMode::Async {
             self.wal.wait_acked(offset).await.map_err(AckError::Wal)?;
             // Fenced while the write was in flight: it is in the log, but
             // the fence already answered for this leader; do not claim it.
@@ -421,7 +507,8 @@ impl Engine {
         }
         let mut rx = self.commit_tx.subscribe();
         let mut roles = self.role_tx.subscribe();
-        let deadline = tokio::time::Instant::now() + self.opts.sync_timeout;
+        let timeout = Duration::from_millis(settings.sync_timeout_ms);
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if *rx.borrow_and_update() >= offset {
                 return Ok(());
@@ -437,7 +524,7 @@ impl Engine {
                     Ok(Ok(())) => continue,
                     Ok(Err(_)) => return Err(AckError::Fenced),
                     Err(_) => {
-                        if self.opts.on_sync_timeout == OnSyncTimeout::Degrade {
+                        if settings.on_sync_timeout == OnSyncTimeout::Degrade {
                             self.degrade();
                             self.wal.wait_acked(offset).await.map_err(AckError::Wal)?;
                             // A fence may have landed meanwhile, as in async.
@@ -450,7 +537,7 @@ impl Engine {
                         self.stats.sync_timeouts.fetch_add(1, Ordering::Relaxed);
                         return Err(AckError::Timeout {
                             needed: self.required_acks(),
-                            timeout_ms: self.opts.sync_timeout.as_millis() as u64,
+                            timeout_ms: settings.sync_timeout_ms,
                         });
                     }
                 },
@@ -485,9 +572,10 @@ impl Engine {
     }
 
     fn required_acks(&self) -> usize {
-        match self.opts.mode {
+        let settings = self.settings();
+        match settings.mode {
             ReplicationMode::Async => 0,
-            ReplicationMode::SemiSync => self.opts.sync_replicas,
+            ReplicationMode::SemiSync => settings.sync_replicas,
             ReplicationMode::Sync => self.followers.lock().len().max(1),
         }
     }
@@ -495,7 +583,8 @@ impl Engine {
     /// Offset acknowledged by followers per mode and `--ack-level`
     /// (u64::MAX when no follower acks are needed).
     fn quorum_offset(&self) -> u64 {
-        let level = self.opts.ack_level;
+        let settings = self.settings();
+        let level = settings.ack_level;
         let followers = self.followers.lock();
         let mut acks: Vec<u64> = followers
             .values()
@@ -507,10 +596,10 @@ impl Engine {
             })
             .collect();
         acks.sort_unstable_by(|a, b| b.cmp(a));
-        match self.opts.mode {
+        match settings.mode {
             ReplicationMode::Async => u64::MAX,
             ReplicationMode::SemiSync => acks
-                .get(self.opts.sync_replicas.saturating_sub(1))
+                .get(settings.sync_replicas.saturating_sub(1))
                 .copied()
                 .unwrap_or(0),
             // Every connected follower, and at least one: a sync leader
@@ -604,7 +693,7 @@ impl Engine {
             meta::store(&self.opts.data_dir, &st.meta)?;
         }
         st.received.push_back((rec.offset, muts));
-        let commit = if self.opts.mode == ReplicationMode::Async {
+        let commit = if self.settings().mode == ReplicationMode::Async {
             u64::MAX
         } else {
             leader_commit
@@ -627,7 +716,7 @@ impl Engine {
     /// Follower: the leader's commit offset advanced (heartbeat).
     pub fn leader_committed(&self, leader_commit: u64) {
         let mut st = self.state.lock();
-        let commit = if self.opts.mode == ReplicationMode::Async {
+        let commit = if self.settings().mode == ReplicationMode::Async {
             u64::MAX
         } else {
             leader_commit
@@ -1257,5 +1346,112 @@ impl WriteView<'_> {
             self.base.apply(&m);
         }
         self.muts.push(m);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+
+    fn options(dir: &Path, mode: ReplicationMode) -> EngineOptions {
+        let mut config = Config::for_tests(dir.to_path_buf());
+        config.replication_mode = mode;
+        config.sync_replicas = 1;
+        EngineOptions::from_config(&config)
+    }
+
+    fn leader(dir: &Path, mode: ReplicationMode) -> Arc<Engine> {
+        let engine = Engine::open(options(dir, mode)).expect("open");
+        engine.resume(true, None).expect("lead");
+        engine
+    }
+
+    fn visible(engine: &Engine, key: &[u8]) -> bool {
+        engine.read(|ks, _now| ks.get(key).is_some())
+    }
+
+    async fn write_key(engine: &Engine, key: &'static [u8]) -> u64 {
+        let (_, offset) = engine
+            .write(|v| v.set(Bytes::from_static(key), Bytes::from_static(b"v"), 0))
+            .expect("write");
+        let offset = offset.expect("a change");
+        engine.wal().kick();
+        engine.wal().wait_acked(offset).await.expect("durable");
+        offset
+    }
+
+    #[tokio::test]
+    async fn a_leader_leaving_semi_sync_shows_the_writes_it_held_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = leader(dir.path(), ReplicationMode::SemiSync);
+        write_key(&engine, b"held").await;
+        engine.recompute_commit();
+        assert!(!visible(&engine, b"held"), "no follower acked it yet");
+
+        let mut async_settings = engine.settings();
+        async_settings.mode = ReplicationMode::Async;
+        engine.set_settings(async_settings).expect("settings");
+        assert!(visible(&engine, b"held"), "async commits what is durable");
+        assert_eq!(engine.offsets().committed, engine.wal().last_offset());
+
+        // And back: new writes wait for a follower again.
+        let mut semi = async_settings;
+        semi.mode = ReplicationMode::SemiSync;
+        engine.set_settings(semi).expect("settings");
+        write_key(&engine, b"held-again").await;
+        engine.recompute_commit();
+        assert!(!visible(&engine, b"held-again"));
+        assert!(visible(&engine, b"held"));
+        engine.close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn settings_set_while_running_survive_a_restart_and_override_the_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = leader(dir.path(), ReplicationMode::Async);
+        let wanted = ReplicationSettings {
+            mode: ReplicationMode::Sync,
+            sync_replicas: 2,
+            sync_timeout_ms: 750,
+            on_sync_timeout: OnSyncTimeout::Degrade,
+            ack_level: AckLevel::Applied,
+        };
+        assert_eq!(engine.set_settings(wanted).unwrap(), wanted);
+        engine.close().unwrap();
+        drop(engine);
+
+        let reopened = Engine::open(options(dir.path(), ReplicationMode::Async)).unwrap();
+        assert_eq!(
+            reopened.settings(),
+            wanted,
+            "the saved settings win over the flags"
+        );
+        reopened.close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn invalid_settings_are_refused_and_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = leader(dir.path(), ReplicationMode::Async);
+        let before = engine.settings();
+        let mut bad = before;
+        bad.mode = ReplicationMode::SemiSync;
+        bad.sync_replicas = 0;
+        let err = engine.set_settings(bad).unwrap_err();
+        assert!(matches!(err, EngineError::Settings(_)), "{err}");
+        assert_eq!(engine.settings(), before);
+        assert!(!dir.path().join(SETTINGS_FILE).exists(), "nothing saved");
+        engine.close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_settings_file_stops_the_start_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(SETTINGS_FILE), b"{ not json").unwrap();
+        let err = Engine::open(options(dir.path(), ReplicationMode::Async))
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains(SETTINGS_FILE), "{err}");
     }
 }

@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod commands;
 pub mod config;
+pub mod domain;
 pub mod engine;
 pub mod keyspace;
 pub mod meta;

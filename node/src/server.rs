@@ -100,7 +100,6 @@ async fn handle(
     let mut role_rx = shared.engine.subscribe_role();
     let was_leader = |r: &crate::engine::RoleState| r.role == Role::Leader && !r.fenced;
     let mut leader_at_start = was_leader(&role_rx.borrow_and_update());
-    let lossless = shared.engine.opts.mode != ReplicationMode::Async;
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut pending: Vec<Pending> = Vec::new();
@@ -128,7 +127,8 @@ async fn handle(
             let kind = spec.map_or(Kind::Other, |s| s.kind);
             // Lossless visibility: a read after this connection's own
             // unacknowledged write must wait for it, or it would not see it.
-            if lossless && kind == Kind::Read && !pending.is_empty() {
+            // The mode is read per command: `POST /config` changes it live.
+            if kind == Kind::Read && !pending.is_empty() && shared.engine.settings().lossless() {
                 settle(&shared, &mut out, &mut pending).await;
             }
             let began = Instant::now();
@@ -247,7 +247,7 @@ async fn settle(shared: &Shared, out: &mut BytesMut, pending: &mut Vec<Pending>)
     let engine = &shared.engine;
     let waited = Instant::now();
     let result = engine.wait_acked(max).await;
-    if engine.opts.mode != ReplicationMode::Async {
+    if engine.settings().mode != ReplicationMode::Async {
         engine.stats.sync_wait_latency.observe(waited.elapsed());
     }
     match result {
@@ -259,7 +259,7 @@ async fn settle(shared: &Shared, out: &mut BytesMut, pending: &mut Vec<Pending>)
         Err(e) => {
             // A fenced leader's commit offset froze at the fence: nothing
             // past it may be answered OK, even once it is locally durable.
-            let committed = match (&e, engine.opts.mode) {
+            let committed = match (&e, engine.settings().mode) {
                 (crate::engine::AckError::Fenced, _) => engine.offsets().committed,
                 (_, ReplicationMode::Async) => engine.wal_acked(),
                 _ => engine.offsets().committed,

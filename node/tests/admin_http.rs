@@ -265,6 +265,10 @@ fn admin_calls_without_the_token_are_refused_and_change_nothing() {
         ("/fence", r#"{"epoch": 5}"#),
         ("/promote", r#"{"epoch": 5}"#),
         ("/follow", r#"{"leader": "127.0.0.1:1", "epoch": 5}"#),
+        (
+            "/config",
+            r#"{"mode": "async", "sync_replicas": 1, "sync_timeout_ms": 1000, "on_sync_timeout": "block", "ack_level": "durable"}"#,
+        ),
         ("/fence", "not json at all"),
     ] {
         let r = node.http("POST", path, Some(body));
@@ -289,6 +293,7 @@ fn admin_calls_without_the_token_are_refused_and_change_nothing() {
     assert_eq!(status["epoch"], 1, "{status}");
     assert_eq!(status["role"], "leader");
     assert_eq!(status["fenced"], false);
+    assert_eq!(status["settings"]["mode"], "async", "{status}");
     let mut c = node.client();
     let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
 

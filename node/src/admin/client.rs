@@ -15,7 +15,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::types::{
-    ErrorBody, FenceRequest, FenceResponse, FollowRequest, PromoteRequest, StatusResponse,
+    ErrorBody, FenceRequest, FenceResponse, FollowRequest, PromoteRequest, ReplicationSettings,
+    StatusResponse,
 };
 
 /// Default per-request deadline.
@@ -137,6 +138,23 @@ impl AdminClient {
     pub async fn status(&self) -> Result<StatusResponse, AdminError> {
         let body = self.call(Method::GET, "/status", None).await?;
         self.decode("GET /status", &body)
+    }
+
+    /// `GET /config`: the replication settings in force.
+    pub async fn config(&self) -> Result<ReplicationSettings, AdminError> {
+        let body = self.call(Method::GET, "/config", None).await?;
+        self.decode("GET /config", &body)
+    }
+
+    /// `POST /config`: change the replication settings while the node
+    /// runs (kept across its restarts); returns the settings now in force.
+    pub async fn set_config(
+        &self,
+        settings: &ReplicationSettings,
+    ) -> Result<ReplicationSettings, AdminError> {
+        let req = self.encode("POST /config", settings)?;
+        let body = self.call(Method::POST, "/config", Some(req)).await?;
+        self.decode("POST /config", &body)
     }
 
     /// `GET /healthz`: Ok when the node answers 2xx.

@@ -28,6 +28,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/fence", post(fence))
         .route("/promote", post(promote))
         .route("/follow", post(follow))
+        .route("/config", post(set_config))
         .route_layer(middleware::from_fn_with_state(
             shared.clone(),
             require_token,
@@ -36,6 +37,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
+        .route("/config", get(config))
         .route("/metrics", get(metrics))
         .merge(mutating)
         .with_state(shared)
@@ -94,6 +96,7 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
 fn engine_error(e: EngineError) -> Response {
     let status = match e {
         EngineError::Epoch(_) => StatusCode::CONFLICT,
+        EngineError::Settings(_) => StatusCode::BAD_REQUEST,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, e.to_string())
@@ -153,7 +156,7 @@ pub fn status_of(s: &Shared, with_digest: bool) -> StatusResponse {
         .followers()
         .into_iter()
         .map(|f| {
-            let acked = match e.opts.ack_level {
+            let acked = match e.settings().ack_level {
                 crate::config::AckLevel::Received => f.received,
                 crate::config::AckLevel::Durable => f.durable,
                 crate::config::AckLevel::Applied => f.applied,
@@ -186,7 +189,8 @@ pub fn status_of(s: &Shared, with_digest: bool) -> StatusResponse {
         offsets,
         leader: r.leader,
         followers,
-        mode: e.opts.mode,
+        mode: e.settings().mode,
+        settings: Some(e.settings()),
         degraded: e.degraded(),
         link: (r.role == Role::Follower).then(|| s.link.status().to_string()),
         snapshot_progress: s.link.snapshot().snapshot_progress,
@@ -212,6 +216,19 @@ async fn fence(State(s): State<AppState>, Json(req): Json<FenceRequest>) -> Resp
             epoch: req.epoch,
         })
         .into_response(),
+        Err(e) => engine_error(e),
+    }
+}
+
+/// `GET /config`: the replication settings in force.
+async fn config(State(s): State<AppState>) -> Response {
+    Json(s.engine.settings()).into_response()
+}
+
+/// `POST /config`: change the replication settings without a restart.
+async fn set_config(State(s): State<AppState>, Json(req): Json<ReplicationSettings>) -> Response {
+    match s.engine.set_settings(req) {
+        Ok(now) => Json(now).into_response(),
         Err(e) => engine_error(e),
     }
 }

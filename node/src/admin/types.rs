@@ -3,26 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Role of a node as seen by the admin API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Accepts writes and streams its log to followers.
-    Leader,
-    /// Replicates from a leader, serves reads.
-    Follower,
-    /// Neither: waiting for the admin API (or fenced with no leader yet).
-    Idle,
-}
-
-/// Replication acknowledgement mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ReplicationMode {
-    Async,
-    SemiSync,
-    Sync,
-}
+pub use crate::domain::{AckLevel, OnSyncTimeout, ReplicationMode, ReplicationSettings, Role};
 
 /// Log offsets of a node. Offsets are logical byte positions in the log:
 /// the same offset means the same state on every node.
@@ -82,6 +63,10 @@ pub struct StatusResponse {
     /// Followers connected to this node (leaders).
     pub followers: Vec<FollowerStatus>,
     pub mode: ReplicationMode,
+    /// Every replication setting in force (`GET /config`); absent from
+    /// nodes older than the field.
+    #[serde(default)]
+    pub settings: Option<ReplicationSettings>,
     /// True while semi-sync/sync acknowledgement is degraded to async.
     pub degraded: bool,
     /// Follower link state: "up", "down", "connecting", "snapshot".

@@ -295,14 +295,17 @@ async fn stream_records(
     let mut applied = engine.subscribe_applied();
     // Async leaders do not wait for acks: batch them (WAIT still sees them
     // within a few ms). Semi-sync/sync acks go out at once.
-    let lazy = engine.opts.mode == ReplicationMode::Async;
-    let mut tick = tokio::time::interval(if lazy {
-        Duration::from_millis(5)
-    } else {
-        Duration::from_millis(250)
-    });
+    let ack_period = |lazy: bool| Duration::from_millis(if lazy { 5 } else { 250 });
+    let mut lazy = engine.settings().mode == ReplicationMode::Async;
+    let mut tick = tokio::time::interval(ack_period(lazy));
     roles.borrow_and_update();
     loop {
+        // `POST /config` may change the mode while the stream runs.
+        let now_lazy = engine.settings().mode == ReplicationMode::Async;
+        if now_lazy != lazy {
+            lazy = now_lazy;
+            tick = tokio::time::interval(ack_period(lazy));
+        }
         tokio::select! {
             msg = frames.recv() => {
                 let Some(msg) = msg else { return Ok(()) };

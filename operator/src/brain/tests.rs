@@ -53,6 +53,7 @@ impl SimNode {
             followers: Vec::new(),
             mode: ReplicationMode::SemiSync,
             degraded: false,
+            settings: None,
             link: None,
             snapshot_progress: self.snapshot.then_some((1, 2)),
             digest: None,

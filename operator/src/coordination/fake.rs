@@ -19,6 +19,7 @@ fn status(name: &str, role: Role, epoch: u64, leader: Option<&str>) -> StatusRes
         followers: Vec::new(),
         mode: rstore_node::admin::ReplicationMode::SemiSync,
         degraded: false,
+        settings: None,
         link: None,
         snapshot_progress: None,
         digest: None,

@@ -503,6 +503,7 @@ mod tests {
             followers: Vec::new(),
             mode: ReplicationMode::SemiSync,
             degraded: false,
+            settings: None,
             link: None,
             snapshot_progress: None,
             digest: None,
