@@ -11,11 +11,13 @@
 //!   commit (visibility) together; [`commands`]: Redis command semantics.
 //! - [`server`]: the RESP data plane; [`admin`]: HTTP admin API, metrics and
 //!   the client the operator uses; [`replication`]: leader/follower streams.
+//! - [`context`]: the node-wide state those servers share.
 //! - [`node`]: wires them into a running node; [`config`]: flags.
 
 pub mod admin;
 pub mod commands;
 pub mod config;
+pub mod context;
 pub mod engine;
 pub mod keyspace;
 pub mod meta;

@@ -10,7 +10,6 @@ mod server;
 mod strings;
 pub mod util;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -20,20 +19,9 @@ use crate::resp::{self, Frame, Protocol};
 use crate::stats::Stats;
 
 pub use server::info_text;
-
-/// Shared, read-only context of every connection.
-pub struct Shared {
-    pub engine: Arc<Engine>,
-    pub config: crate::config::Config,
-    pub started: Instant,
-    pub started_unix: u64,
-    pub run_id: String,
-    /// Data-plane port actually bound (for INFO/HELLO).
-    pub port: u16,
-    /// Follower link, maintained by the replication client.
-    pub link: Arc<crate::replication::LinkInfo>,
-    pub next_client_id: std::sync::atomic::AtomicU64,
-}
+/// The node-wide context moved to [`crate::context`]; still named here for
+/// the replication tasks that import it from this path.
+pub use crate::context::Shared;
 
 /// Per-connection state.
 #[derive(Debug)]

@@ -5,8 +5,9 @@ use std::fmt::Write as _;
 use bytes::Bytes;
 
 use super::util::{glob_match, parse_i64, parse_u64};
-use super::{Action, COMMANDS, Ctx, Shared};
+use super::{Action, COMMANDS, Ctx};
 use crate::admin::{ReplicationMode, Role};
+use crate::context::Shared;
 use crate::resp::{Frame, Protocol};
 
 pub(super) fn dispatch(ctx: &mut Ctx<'_>, name: &str, args: &[Bytes]) -> Option<Action> {
