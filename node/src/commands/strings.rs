@@ -7,114 +7,147 @@ use super::{Action, Ctx};
 use crate::engine::Current;
 use crate::stats::Stats;
 
-pub(super) fn dispatch(
-    ctx: &mut Ctx<'_>,
-    name: &str,
-    args: &[Bytes],
-    start: usize,
-) -> Option<Action> {
-    Some(match name {
-        "get" => {
-            get(ctx, &args[1]);
-            Action::Done
+pub(super) fn get(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let key = &args[1];
+    let Ctx { shared, sess, out } = ctx;
+    let stats = &shared.engine.stats;
+    shared.engine.read(|ks, now| match ks.get(key) {
+        Some(e) if !e.is_expired(now) => {
+            Stats::inc(&stats.keyspace_hits);
+            crate::resp::encode_bulk(e.value(), out);
         }
-        "mget" => {
-            mget(ctx, &args[1..]);
-            Action::Done
+        _ => {
+            Stats::inc(&stats.keyspace_misses);
+            crate::resp::encode_null(sess.proto, out);
         }
-        "strlen" => {
-            strlen(ctx, &args[1]);
-            Action::Done
-        }
-        "getrange" | "substr" => {
-            getrange(ctx, args);
-            Action::Done
-        }
-        "set" => set(ctx, args, start),
-        "setnx" => set_simple(
-            ctx,
-            args[1].clone(),
-            args[2].clone(),
-            SetCond::Nx,
-            None,
-            true,
-            start,
-        ),
-        "setex" | "psetex" => {
-            let unit = if name == "setex" { 1000 } else { 1 };
-            let Some(n) = parse_i64(&args[2]) else {
-                ctx.not_integer();
-                return Some(Action::Done);
-            };
-            match relative_expiry(n, unit, ctx.engine_now()) {
-                Some(at) => set_simple(
-                    ctx,
-                    args[1].clone(),
-                    args[3].clone(),
-                    SetCond::Always,
-                    Some(at),
-                    false,
-                    start,
-                ),
-                None => {
-                    ctx.err(&format!("ERR invalid expire time in '{name}' command"));
-                    Action::Done
-                }
+    });
+    Action::Done
+}
+
+pub(super) fn mget(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let keys = &args[1..];
+    let Ctx { shared, sess, out } = ctx;
+    crate::resp::encode_array_len(keys.len(), out);
+    shared.engine.read(|ks, now| {
+        for key in keys {
+            match ks.get(key) {
+                Some(e) if !e.is_expired(now) => crate::resp::encode_bulk(e.value(), out),
+                _ => crate::resp::encode_null(sess.proto, out),
             }
         }
-        "getset" => {
-            let (key, value) = (args[1].clone(), args[2].clone());
-            ctx.write(
-                start,
-                |v| {
-                    let old = v.get(&key);
-                    v.set(key, value, 0);
-                    old
-                },
-                |c, old| reply_opt(c, old),
-            )
-        }
-        "getdel" => {
-            let key = args[1].clone();
-            ctx.write(
-                start,
-                |v| {
-                    let old = v.get(&key);
-                    if old.is_some() {
-                        v.del(&key);
-                    }
-                    old
-                },
-                |c, old| reply_opt(c, old),
-            )
-        }
-        "getex" => getex(ctx, args, start),
-        "mset" | "msetnx" => mset(ctx, args, name == "msetnx", start),
-        "incr" => incr_by(ctx, args[1].clone(), 1, start),
-        "decr" => incr_by(ctx, args[1].clone(), -1, start),
-        "incrby" | "decrby" => {
-            let Some(n) = parse_i64(&args[2]) else {
-                ctx.not_integer();
-                return Some(Action::Done);
-            };
-            let n = if name == "decrby" {
-                match n.checked_neg() {
-                    Some(n) => n,
-                    None => {
-                        ctx.err("ERR decrement would overflow");
-                        return Some(Action::Done);
-                    }
-                }
-            } else {
-                n
-            };
-            incr_by(ctx, args[1].clone(), n, start)
-        }
-        "incrbyfloat" => incr_by_float(ctx, args, start),
-        "append" => append(ctx, args, start),
-        "setrange" => setrange(ctx, args, start),
-        _ => return None,
-    })
+    });
+    Action::Done
+}
+
+pub(super) fn strlen(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let len = ctx
+        .engine()
+        .read(|ks, now| {
+            ks.get(&args[1])
+                .filter(|e| !e.is_expired(now))
+                .map(|e| e.value().len())
+        })
+        .unwrap_or(0);
+    ctx.int(len as i64);
+    Action::Done
+}
+
+pub(super) fn setnx(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let (key, value) = (args[1].clone(), args[2].clone());
+    ctx.write(
+        move |v| {
+            let absent = v.live_expiry(&key).is_none();
+            if absent {
+                v.set(key, value, 0);
+            }
+            absent
+        },
+        |c, done| c.int(i64::from(done)),
+    )
+}
+
+pub(super) fn setex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    set_with_ttl(ctx, args, "setex", 1000)
+}
+
+pub(super) fn psetex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    set_with_ttl(ctx, args, "psetex", 1)
+}
+
+/// SETEX / PSETEX key ttl value.
+fn set_with_ttl(ctx: &mut Ctx<'_>, args: &[Bytes], name: &str, unit_ms: i64) -> Action {
+    let Some(n) = parse_i64(&args[2]) else {
+        ctx.not_integer();
+        return Action::Done;
+    };
+    let Some(at) = relative_expiry(n, unit_ms, ctx.engine_now()) else {
+        ctx.err(&format!("ERR invalid expire time in '{name}' command"));
+        return Action::Done;
+    };
+    let (key, value) = (args[1].clone(), args[3].clone());
+    ctx.write(move |v| v.set(key, value, at), |c, ()| c.ok())
+}
+
+pub(super) fn getset(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let (key, value) = (args[1].clone(), args[2].clone());
+    ctx.write(
+        |v| {
+            let old = v.get(&key);
+            v.set(key, value, 0);
+            old
+        },
+        reply_opt,
+    )
+}
+
+pub(super) fn getdel(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let key = args[1].clone();
+    ctx.write(
+        |v| {
+            let old = v.get(&key);
+            if old.is_some() {
+                v.del(&key);
+            }
+            old
+        },
+        reply_opt,
+    )
+}
+
+pub(super) fn mset(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    mset_generic(ctx, args, false)
+}
+
+pub(super) fn msetnx(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    mset_generic(ctx, args, true)
+}
+
+pub(super) fn incr(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    incr_by(ctx, args[1].clone(), 1)
+}
+
+pub(super) fn decr(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    incr_by(ctx, args[1].clone(), -1)
+}
+
+pub(super) fn incrby(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let Some(n) = parse_i64(&args[2]) else {
+        ctx.not_integer();
+        return Action::Done;
+    };
+    incr_by(ctx, args[1].clone(), n)
+}
+
+pub(super) fn decrby(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let Some(n) = parse_i64(&args[2]) else {
+        ctx.not_integer();
+        return Action::Done;
+    };
+    let Some(n) = n.checked_neg() else {
+        ctx.err("ERR decrement would overflow");
+        return Action::Done;
+    };
+    incr_by(ctx, args[1].clone(), n)
 }
 
 impl Ctx<'_> {
@@ -131,46 +164,6 @@ fn reply_opt(c: &mut Ctx<'_>, v: Option<Current>) {
         Some(cur) => c.bulk(&cur.value),
         None => c.null(),
     }
-}
-
-fn get(ctx: &mut Ctx<'_>, key: &[u8]) {
-    let Ctx { shared, sess, out } = ctx;
-    let stats = &shared.engine.stats;
-    shared.engine.read(|ks, now| match ks.get(key) {
-        Some(e) if !e.is_expired(now) => {
-            Stats::inc(&stats.keyspace_hits);
-            crate::resp::encode_bulk(e.value(), out);
-        }
-        _ => {
-            Stats::inc(&stats.keyspace_misses);
-            crate::resp::encode_null(sess.proto, out);
-        }
-    });
-}
-
-fn mget(ctx: &mut Ctx<'_>, keys: &[Bytes]) {
-    let Ctx { shared, sess, out } = ctx;
-    crate::resp::encode_array_len(keys.len(), out);
-    shared.engine.read(|ks, now| {
-        for key in keys {
-            match ks.get(key) {
-                Some(e) if !e.is_expired(now) => crate::resp::encode_bulk(e.value(), out),
-                _ => crate::resp::encode_null(sess.proto, out),
-            }
-        }
-    });
-}
-
-fn strlen(ctx: &mut Ctx<'_>, key: &[u8]) {
-    let len = ctx
-        .engine()
-        .read(|ks, now| {
-            ks.get(key)
-                .filter(|e| !e.is_expired(now))
-                .map(|e| e.value().len())
-        })
-        .unwrap_or(0);
-    ctx.int(len as i64);
 }
 
 /// GETRANGE's index arithmetic, exactly as Redis 7 does it.
@@ -196,10 +189,11 @@ pub fn range_bounds(start: i64, end: i64, len: usize) -> Option<(usize, usize)> 
     Some((s as usize, e as usize))
 }
 
-fn getrange(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+/// GETRANGE and its old name SUBSTR.
+pub(super) fn getrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
     let (Some(start), Some(end)) = (parse_i64(&args[2]), parse_i64(&args[3])) else {
         ctx.not_integer();
-        return;
+        return Action::Done;
     };
     let Ctx { shared, out, .. } = ctx;
     shared.engine.read(|ks, now| {
@@ -213,6 +207,7 @@ fn getrange(ctx: &mut Ctx<'_>, args: &[Bytes]) {
             None => crate::resp::encode_bulk(b"", out),
         }
     });
+    Action::Done
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -266,7 +261,7 @@ fn expiry_arg(ctx: &mut Ctx<'_>, cmd: &str, opt: &str, value: &[u8], now: u64) -
     }
 }
 
-fn set(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
+pub(super) fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
     let now = ctx.engine_now();
     let mut cond = SetCond::Always;
     let mut expiry = ExpiryOpt::None;
@@ -296,7 +291,6 @@ fn set(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
     }
     let (key, value) = (args[1].clone(), args[2].clone());
     ctx.write(
-        start,
         move |v| {
             // A plain SET overwrites without looking: no copy of the old
             // value on the hottest write path.
@@ -329,35 +323,7 @@ fn set(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
     )
 }
 
-fn set_simple(
-    ctx: &mut Ctx<'_>,
-    key: Bytes,
-    value: Bytes,
-    cond: SetCond,
-    at: Option<u64>,
-    int_reply: bool,
-    start: usize,
-) -> Action {
-    ctx.write(
-        start,
-        move |v| {
-            let allowed = cond != SetCond::Nx || v.live_expiry(&key).is_none();
-            if allowed {
-                v.set(key, value, at.unwrap_or(0));
-            }
-            allowed
-        },
-        move |c, allowed| {
-            if int_reply {
-                c.int(i64::from(allowed));
-            } else {
-                c.ok();
-            }
-        },
-    )
-}
-
-fn getex(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
+pub(super) fn getex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
     let now = ctx.engine_now();
     let mut expiry = ExpiryOpt::None;
     let mut i = 2;
@@ -383,7 +349,6 @@ fn getex(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
     }
     let key = args[1].clone();
     ctx.write(
-        start,
         move |v| {
             let cur = v.get(&key)?;
             match expiry {
@@ -401,7 +366,7 @@ fn getex(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
     )
 }
 
-fn mset(ctx: &mut Ctx<'_>, args: &[Bytes], nx: bool, start: usize) -> Action {
+fn mset_generic(ctx: &mut Ctx<'_>, args: &[Bytes], nx: bool) -> Action {
     if args.len().is_multiple_of(2) {
         let name = if nx { "msetnx" } else { "mset" };
         ctx.err(&format!(
@@ -414,7 +379,6 @@ fn mset(ctx: &mut Ctx<'_>, args: &[Bytes], nx: bool, start: usize) -> Action {
         .map(|p| (p[0].clone(), p[1].clone()))
         .collect();
     ctx.write(
-        start,
         move |v| {
             if nx && pairs.iter().any(|(k, _)| v.live_expiry(k).is_some()) {
                 return false;
@@ -434,9 +398,8 @@ fn mset(ctx: &mut Ctx<'_>, args: &[Bytes], nx: bool, start: usize) -> Action {
     )
 }
 
-fn incr_by(ctx: &mut Ctx<'_>, key: Bytes, by: i64, start: usize) -> Action {
+fn incr_by(ctx: &mut Ctx<'_>, key: Bytes, by: i64) -> Action {
     ctx.write(
-        start,
         move |v| {
             let cur = v.get(&key);
             let (old, exp) = match &cur {
@@ -459,14 +422,13 @@ fn incr_by(ctx: &mut Ctx<'_>, key: Bytes, by: i64, start: usize) -> Action {
     )
 }
 
-fn incr_by_float(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
+pub(super) fn incrbyfloat(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
     let Some(by) = parse_f64(&args[2]) else {
         ctx.err("ERR value is not a valid float");
         return Action::Done;
     };
     let key = args[1].clone();
     ctx.write(
-        start,
         move |v| {
             let cur = v.get(&key);
             let (old, exp) = match &cur {
@@ -493,11 +455,10 @@ fn incr_by_float(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
 
 const TOO_BIG: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
 
-fn append(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
+pub(super) fn append(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
     let (key, tail) = (args[1].clone(), args[2].clone());
     let max = ctx.max_value();
     ctx.write(
-        start,
         move |v| {
             let cur = v.get(&key);
             let (mut value, exp) = match cur {
@@ -519,7 +480,7 @@ fn append(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
     )
 }
 
-fn setrange(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
+pub(super) fn setrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
     let Some(offset) = parse_i64(&args[2]) else {
         ctx.not_integer();
         return Action::Done;
@@ -532,7 +493,6 @@ fn setrange(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
     let (key, patch) = (args[1].clone(), args[3].clone());
     let max = ctx.max_value();
     ctx.write(
-        start,
         move |v| {
             let cur = v.get(&key);
             if patch.is_empty() {
