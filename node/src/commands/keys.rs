@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::util::{glob_match, parse_i64, parse_u64};
+use super::util::glob_match;
 use super::{Action, Ctx};
 use crate::keyspace::SHARDS;
 
@@ -134,8 +134,7 @@ impl ExpireCommand {
 }
 
 fn expire_generic(ctx: &mut Ctx<'_>, command: ExpireCommand, args: &[Bytes]) -> Action {
-    let Some(n) = parse_i64(&args[2]) else {
-        ctx.not_integer();
+    let Some(n) = ctx.int_arg(&args[2]) else {
         return Action::Done;
     };
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
@@ -224,10 +223,35 @@ pub(super) fn keys(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
     Action::Done
 }
 
+/// SCAN's cursor. Redis reads it with `strtoull`, not `string2ll`: leading
+/// zeros and a sign are accepted (`-1` wraps around, as in C) and so is
+/// any u64; a leading space, other bytes or overflow are not.
+fn parse_cursor(arg: &[u8]) -> Option<u64> {
+    let (negative, digits) = match arg.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, arg),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let value = digits.iter().try_fold(0u64, |v, &b| {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        v.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+    })?;
+    Some(if negative {
+        value.wrapping_neg()
+    } else {
+        value
+    })
+}
+
 /// SCAN: the cursor is a shard index, so a full iteration returns every key
 /// that existed throughout it at least once (and each only once per shard).
 pub(super) fn scan(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
-    let Some(cursor) = parse_u64(&args[1]) else {
+    let Some(cursor) = parse_cursor(&args[1]) else {
         ctx.err("ERR invalid cursor");
         return Action::Done;
     };
@@ -242,16 +266,13 @@ pub(super) fn scan(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
             return Action::Done;
         }
         match opt.as_slice() {
-            b"count" => match parse_i64(&args[i + 1]) {
-                Some(n) if n >= 1 => count = n as usize,
+            b"count" => match ctx.int_arg(&args[i + 1]) {
+                Some(n) if n >= 1 => count = usize::try_from(n).unwrap_or(usize::MAX),
                 Some(_) => {
                     ctx.syntax_error();
                     return Action::Done;
                 }
-                None => {
-                    ctx.not_integer();
-                    return Action::Done;
-                }
+                None => return Action::Done,
             },
             b"match" => pattern = Some(args[i + 1].clone()),
             b"type" => type_filter = Some(args[i + 1].to_ascii_lowercase()),
@@ -314,4 +335,34 @@ pub(super) fn randomkey(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> Action {
         None => ctx.null(),
     }
     Action::Done
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cursor;
+
+    #[test]
+    fn scan_cursor_is_read_like_redis_strtoull() {
+        assert_eq!(parse_cursor(b"0"), Some(0));
+        assert_eq!(parse_cursor(b"007"), Some(7));
+        assert_eq!(parse_cursor(b"+3"), Some(3));
+        assert_eq!(parse_cursor(b"-1"), Some(u64::MAX));
+        assert_eq!(parse_cursor(b"18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            &b""[..],
+            b"+",
+            b"-",
+            b" 1",
+            b"1 ",
+            b"1x",
+            b"18446744073709551616",
+        ] {
+            assert_eq!(
+                parse_cursor(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 }

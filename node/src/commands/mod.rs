@@ -300,7 +300,21 @@ impl Ctx<'_> {
         self.err("ERR syntax error");
     }
     pub fn not_integer(&mut self) {
-        self.err("ERR value is not an integer or out of range");
+        self.arg_error(&util::ArgError::NotInteger);
+    }
+    pub fn arg_error(&mut self, e: &util::ArgError) {
+        self.err(&e.to_string());
+    }
+    /// An integer argument (Redis's `string2ll` rules); on failure the
+    /// error reply is written and None returned.
+    pub fn int_arg(&mut self, arg: &[u8]) -> Option<i64> {
+        match util::int_arg(arg) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                self.arg_error(&e);
+                None
+            }
+        }
     }
 
     /// Run a write through the engine; returns the action for the reply.

@@ -4,10 +4,11 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 
-use super::util::{glob_match, parse_i64, parse_u64};
+use super::util::glob_match;
 use super::{Action, COMMANDS, Ctx};
 use crate::admin::{ReplicationMode, Role};
 use crate::context::Shared;
+use crate::resp::string_to_i64;
 use crate::resp::{Frame, Protocol};
 
 pub(super) fn ping(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
@@ -25,10 +26,10 @@ pub(super) fn echo(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
 }
 
 pub(super) fn select(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
-    match parse_i64(&args[1]) {
+    match ctx.int_arg(&args[1]) {
         Some(0) => ctx.ok(),
         Some(_) => ctx.err("ERR DB index is out of range"),
-        None => ctx.not_integer(),
+        None => {}
     }
     Action::Done
 }
@@ -76,18 +77,36 @@ pub(super) fn lastsave(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> Action {
 }
 
 pub(super) fn wait(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
-    let (Some(replicas), Some(timeout)) = (parse_u64(&args[1]), parse_i64(&args[2])) else {
-        ctx.not_integer();
+    // Redis: a negative count is already reached.
+    let Some(replicas) = ctx.int_arg(&args[1]) else {
         return Action::Done;
     };
-    if timeout < 0 {
-        ctx.err("ERR timeout is negative");
+    let Some(timeout_ms) = timeout_arg(ctx, &args[2]) else {
         return Action::Done;
-    }
+    };
     Action::WaitReplicas {
-        replicas,
-        timeout_ms: timeout as u64,
+        replicas: u64::try_from(replicas).unwrap_or(0),
+        timeout_ms,
     }
+}
+
+/// A millisecond timeout as Redis's `getTimeoutFromObjectOrReply` reads
+/// it: an integer, not negative, not past the end of time.
+fn timeout_arg(ctx: &mut Ctx<'_>, arg: &[u8]) -> Option<u64> {
+    let Some(ms) = string_to_i64(arg) else {
+        ctx.err("ERR timeout is not an integer or out of range");
+        return None;
+    };
+    if ms < 0 {
+        ctx.err("ERR timeout is negative");
+        return None;
+    }
+    let now = i64::try_from(crate::engine::now_ms()).unwrap_or(i64::MAX);
+    if ms > 0 && ms > i64::MAX - now {
+        ctx.err("ERR timeout is out of range");
+        return None;
+    }
+    Some(ms as u64)
 }
 
 pub(super) fn reploffset(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> Action {
@@ -96,13 +115,28 @@ pub(super) fn reploffset(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> Action {
 }
 
 pub(super) fn waitoffset(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
-    let (Some(offset), Some(timeout)) = (parse_u64(&args[1]), parse_u64(&args[2])) else {
-        ctx.not_integer();
+    let Some(offset) = non_negative_arg(ctx, &args[1]) else {
+        return Action::Done;
+    };
+    let Some(timeout) = non_negative_arg(ctx, &args[2]) else {
         return Action::Done;
     };
     Action::WaitOffset {
         offset,
         timeout_ms: timeout,
+    }
+}
+
+/// An integer argument that must not be negative (a negative one is "out
+/// of range").
+fn non_negative_arg(ctx: &mut Ctx<'_>, arg: &[u8]) -> Option<u64> {
+    let n = ctx.int_arg(arg)?;
+    match u64::try_from(n) {
+        Ok(n) => Some(n),
+        Err(_) => {
+            ctx.not_integer();
+            None
+        }
     }
 }
 
@@ -171,7 +205,7 @@ pub(super) fn hello(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
     let mut i = 1;
     let mut proto = ctx.sess.proto;
     if let Some(v) = args.get(1) {
-        match parse_i64(v) {
+        match string_to_i64(v) {
             Some(2) => proto = Protocol::Resp2,
             Some(3) => proto = Protocol::Resp3,
             Some(_) => {

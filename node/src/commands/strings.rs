@@ -2,9 +2,10 @@
 
 use bytes::Bytes;
 
-use super::util::{format_f64_sum, parse_f64, parse_i64};
+use super::util::{format_f64_sum, parse_f64};
 use super::{Action, Ctx};
 use crate::engine::Current;
+use crate::resp::string_to_i64;
 use crate::stats::Stats;
 
 pub(super) fn get(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
@@ -76,8 +77,7 @@ pub(super) fn psetex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
 
 /// SETEX / PSETEX key ttl value.
 fn set_with_ttl(ctx: &mut Ctx<'_>, args: &[Bytes], name: &str, unit_ms: i64) -> Action {
-    let Some(n) = parse_i64(&args[2]) else {
-        ctx.not_integer();
+    let Some(n) = ctx.int_arg(&args[2]) else {
         return Action::Done;
     };
     let Some(at) = relative_expiry(n, unit_ms, ctx.engine_now()) else {
@@ -131,16 +131,14 @@ pub(super) fn decr(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
 }
 
 pub(super) fn incrby(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
-    let Some(n) = parse_i64(&args[2]) else {
-        ctx.not_integer();
+    let Some(n) = ctx.int_arg(&args[2]) else {
         return Action::Done;
     };
     incr_by(ctx, args[1].clone(), n)
 }
 
 pub(super) fn decrby(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
-    let Some(n) = parse_i64(&args[2]) else {
-        ctx.not_integer();
+    let Some(n) = ctx.int_arg(&args[2]) else {
         return Action::Done;
     };
     let Some(n) = n.checked_neg() else {
@@ -191,8 +189,10 @@ pub fn range_bounds(start: i64, end: i64, len: usize) -> Option<(usize, usize)> 
 
 /// GETRANGE and its old name SUBSTR.
 pub(super) fn getrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
-    let (Some(start), Some(end)) = (parse_i64(&args[2]), parse_i64(&args[3])) else {
-        ctx.not_integer();
+    let Some(start) = ctx.int_arg(&args[2]) else {
+        return Action::Done;
+    };
+    let Some(end) = ctx.int_arg(&args[3]) else {
         return Action::Done;
     };
     let Ctx { shared, out, .. } = ctx;
@@ -236,7 +236,7 @@ enum ExpiryOpt {
 
 /// Parse EX/PX/EXAT/PXAT `value`; Err(true) = bad time, Err(false) = not integer.
 fn absolute_expiry(opt: &str, value: &[u8], now: u64) -> Result<u64, bool> {
-    let n = parse_i64(value).ok_or(false)?;
+    let n = string_to_i64(value).ok_or(false)?;
     match opt {
         "ex" => relative_expiry(n, 1000, now).ok_or(true),
         "px" => relative_expiry(n, 1, now).ok_or(true),
@@ -403,7 +403,7 @@ fn incr_by(ctx: &mut Ctx<'_>, key: Bytes, by: i64) -> Action {
         move |v| {
             let cur = v.get(&key);
             let (old, exp) = match &cur {
-                Some(c) => match parse_i64(&c.value) {
+                Some(c) => match string_to_i64(&c.value) {
                     Some(n) => (n, c.expire_at_ms),
                     None => return Err("ERR value is not an integer or out of range"),
                 },
@@ -481,8 +481,7 @@ pub(super) fn append(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
 }
 
 pub(super) fn setrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
-    let Some(offset) = parse_i64(&args[2]) else {
-        ctx.not_integer();
+    let Some(offset) = ctx.int_arg(&args[2]) else {
         return Action::Done;
     };
     if offset < 0 {
