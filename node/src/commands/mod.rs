@@ -13,6 +13,7 @@
 
 mod keys;
 mod server;
+mod string_args;
 mod strings;
 pub mod util;
 

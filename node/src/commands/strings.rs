@@ -2,7 +2,10 @@
 
 use bytes::Bytes;
 
-use super::util::{format_f64_sum, parse_f64};
+use super::string_args::{
+    Condition, ExpireArg, ExpireUnit, StringCommand, StringOptions, TtlOption, parse_string_options,
+};
+use super::util::{ArgError, format_f64_sum, parse_f64};
 use super::{Action, Ctx};
 use crate::engine::Current;
 use crate::resp::string_to_i64;
@@ -68,21 +71,25 @@ pub(super) fn setnx(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
 }
 
 pub(super) fn setex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
-    set_with_ttl(ctx, args, "setex", 1000)
+    set_with_ttl(ctx, args, "setex", ExpireUnit::Seconds)
 }
 
 pub(super) fn psetex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
-    set_with_ttl(ctx, args, "psetex", 1)
+    set_with_ttl(ctx, args, "psetex", ExpireUnit::Millis)
 }
 
-/// SETEX / PSETEX key ttl value.
-fn set_with_ttl(ctx: &mut Ctx<'_>, args: &[Bytes], name: &str, unit_ms: i64) -> Action {
-    let Some(n) = ctx.int_arg(&args[2]) else {
-        return Action::Done;
+/// SETEX / PSETEX key ttl value: SET's expire time check, alone.
+fn set_with_ttl(ctx: &mut Ctx<'_>, args: &[Bytes], name: &'static str, unit: ExpireUnit) -> Action {
+    let ttl = ExpireArg {
+        unit,
+        value: args[2].clone(),
     };
-    let Some(at) = relative_expiry(n, unit_ms, ctx.engine_now()) else {
-        ctx.err(&format!("ERR invalid expire time in '{name}' command"));
-        return Action::Done;
+    let at = match ttl.deadline_ms(name, ctx.engine_now()) {
+        Ok(at) => at,
+        Err(e) => {
+            ctx.arg_error(&e);
+            return Action::Done;
+        }
     };
     let (key, value) = (args[1].clone(), args[3].clone());
     ctx.write(move |v| v.set(key, value, at), |c, ()| c.ok())
@@ -210,102 +217,41 @@ pub(super) fn getrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
     Action::Done
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum SetCond {
-    Always,
-    Nx,
-    Xx,
-}
-
-/// `now + n * unit` ms, or None if n <= 0 or it overflows.
-fn relative_expiry(n: i64, unit_ms: i64, now: u64) -> Option<u64> {
-    if n <= 0 {
-        return None;
-    }
-    let ms = n.checked_mul(unit_ms)?;
-    (now as i64).checked_add(ms).map(|v| v as u64)
-}
-
-/// Parsed expiry option of SET/GETEX.
-enum ExpiryOpt {
-    None,
-    At(u64),
-    KeepTtl,
-    Persist,
-}
-
-/// Parse EX/PX/EXAT/PXAT `value`; Err(true) = bad time, Err(false) = not integer.
-fn absolute_expiry(opt: &str, value: &[u8], now: u64) -> Result<u64, bool> {
-    let n = string_to_i64(value).ok_or(false)?;
-    match opt {
-        "ex" => relative_expiry(n, 1000, now).ok_or(true),
-        "px" => relative_expiry(n, 1, now).ok_or(true),
-        "exat" if n > 0 => n.checked_mul(1000).map(|v| v as u64).ok_or(true),
-        "pxat" if n > 0 => Ok(n as u64),
-        _ => Err(true),
-    }
-}
-
-/// Parse an EX/PX/EXAT/PXAT value, replying with Redis's error if bad.
-fn expiry_arg(ctx: &mut Ctx<'_>, cmd: &str, opt: &str, value: &[u8], now: u64) -> Option<u64> {
-    match absolute_expiry(opt, value, now) {
-        Ok(at) => Some(at),
-        Err(false) => {
-            ctx.not_integer();
-            None
-        }
-        Err(true) => {
-            ctx.err(&format!("ERR invalid expire time in '{cmd}' command"));
-            None
-        }
-    }
-}
-
+/// SET key value [NX|XX] [GET] [EX|PX|EXAT|PXAT time|KEEPTTL]
 pub(super) fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
-    let now = ctx.engine_now();
-    let mut cond = SetCond::Always;
-    let mut expiry = ExpiryOpt::None;
-    let mut get = false;
-    let mut i = 3;
-    while i < args.len() {
-        let opt = String::from_utf8_lossy(&args[i]).to_ascii_lowercase();
-        let has_next = i + 1 < args.len();
-        match opt.as_str() {
-            "nx" if cond == SetCond::Always => cond = SetCond::Nx,
-            "xx" if cond == SetCond::Always => cond = SetCond::Xx,
-            "get" => get = true,
-            "keepttl" if matches!(expiry, ExpiryOpt::None) => expiry = ExpiryOpt::KeepTtl,
-            "ex" | "px" | "exat" | "pxat" if matches!(expiry, ExpiryOpt::None) && has_next => {
-                i += 1;
-                match expiry_arg(ctx, "set", &opt, &args[i], now) {
-                    Some(at) => expiry = ExpiryOpt::At(at),
-                    None => return Action::Done,
-                }
-            }
-            _ => {
-                ctx.syntax_error();
-                return Action::Done;
-            }
+    let parsed = parse_string_options(&args[3..], StringCommand::Set)
+        .and_then(|o| Ok((o.deadline_ms(StringCommand::Set, ctx.engine_now())?, o)));
+    let (deadline, opts) = match parsed {
+        Ok(p) => p,
+        Err(e) => {
+            ctx.arg_error(&e);
+            return Action::Done;
         }
-        i += 1;
-    }
+    };
+    let StringOptions {
+        condition,
+        get,
+        ttl,
+        ..
+    } = opts;
+    let keep_ttl = ttl == TtlOption::Keep;
     let (key, value) = (args[1].clone(), args[2].clone());
     ctx.write(
         move |v| {
             // A plain SET overwrites without looking: no copy of the old
             // value on the hottest write path.
-            let needs_old = get || cond != SetCond::Always || matches!(expiry, ExpiryOpt::KeepTtl);
+            let needs_old = get || condition != Condition::Always || keep_ttl;
             let old = if needs_old { v.get(&key) } else { None };
-            let allowed = match cond {
-                SetCond::Always => true,
-                SetCond::Nx => old.is_none(),
-                SetCond::Xx => old.is_some(),
+            let allowed = match condition {
+                Condition::Always => true,
+                Condition::IfAbsent => old.is_none(),
+                Condition::IfPresent => old.is_some(),
             };
             if allowed {
-                let at = match expiry {
-                    ExpiryOpt::At(at) => at,
-                    ExpiryOpt::KeepTtl => old.as_ref().map(|c| c.expire_at_ms).unwrap_or(0),
-                    ExpiryOpt::None | ExpiryOpt::Persist => 0,
+                let at = match deadline {
+                    Some(at) => at,
+                    None if keep_ttl => old.as_ref().map_or(0, |c| c.expire_at_ms),
+                    None => 0,
                 };
                 v.set(key, value, at);
             }
@@ -323,46 +269,40 @@ pub(super) fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
     )
 }
 
+/// GETEX key [EX|PX|EXAT|PXAT time|PERSIST]
 pub(super) fn getex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
-    let now = ctx.engine_now();
-    let mut expiry = ExpiryOpt::None;
-    let mut i = 2;
-    while i < args.len() {
-        let opt = String::from_utf8_lossy(&args[i]).to_ascii_lowercase();
-        match opt.as_str() {
-            "persist" if matches!(expiry, ExpiryOpt::None) => expiry = ExpiryOpt::Persist,
-            "ex" | "px" | "exat" | "pxat"
-                if matches!(expiry, ExpiryOpt::None) && i + 1 < args.len() =>
-            {
-                i += 1;
-                match expiry_arg(ctx, "getex", &opt, &args[i], now) {
-                    Some(at) => expiry = ExpiryOpt::At(at),
-                    None => return Action::Done,
-                }
-            }
-            _ => {
-                ctx.syntax_error();
-                return Action::Done;
-            }
+    let opts = match parse_string_options(&args[2..], StringCommand::GetEx) {
+        Ok(o) => o,
+        Err(e) => {
+            ctx.arg_error(&e);
+            return Action::Done;
         }
-        i += 1;
-    }
+    };
+    // As in Redis, a bad time matters only once the key is found: GETEX
+    // on a missing key answers nil.
+    let deadline = opts.deadline_ms(StringCommand::GetEx, ctx.engine_now());
+    let persist = opts.ttl == TtlOption::Persist;
     let key = args[1].clone();
     ctx.write(
         move |v| {
-            let cur = v.get(&key)?;
-            match expiry {
-                ExpiryOpt::At(at) => {
+            let Some(cur) = v.get(&key) else {
+                return Ok(None);
+            };
+            match deadline? {
+                Some(at) => {
                     v.set_expiry(&key, at);
                 }
-                ExpiryOpt::Persist if cur.expire_at_ms != 0 => {
+                None if persist && cur.expire_at_ms != 0 => {
                     v.set_expiry(&key, 0);
                 }
-                _ => {}
+                None => {}
             }
-            Some(cur)
+            Ok(Some(cur))
         },
-        reply_opt,
+        |c, r: Result<Option<Current>, ArgError>| match r {
+            Ok(cur) => reply_opt(c, cur),
+            Err(e) => c.arg_error(&e),
+        },
     )
 }
 
