@@ -309,8 +309,13 @@ impl Ctx<'_> {
     /// An integer argument (Redis's `string2ll` rules); on failure the
     /// error reply is written and None returned.
     pub fn int_arg(&mut self, arg: &[u8]) -> Option<i64> {
-        match util::int_arg(arg) {
-            Ok(n) => Some(n),
+        self.parsed(util::int_arg(arg))
+    }
+    /// The value of a parse; on failure the error reply is written and
+    /// None returned, so a handler can `let Some(x) = .. else { return }`.
+    pub fn parsed<T>(&mut self, parse: Result<T, util::ArgError>) -> Option<T> {
+        match parse {
+            Ok(v) => Some(v),
             Err(e) => {
                 self.arg_error(&e);
                 None

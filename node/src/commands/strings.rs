@@ -84,12 +84,9 @@ fn set_with_ttl(ctx: &mut Ctx<'_>, args: &[Bytes], name: &'static str, unit: Exp
         unit,
         value: args[2].clone(),
     };
-    let at = match ttl.deadline_ms(name, ctx.engine_now()) {
-        Ok(at) => at,
-        Err(e) => {
-            ctx.arg_error(&e);
-            return Action::Done;
-        }
+    let now = ctx.engine_now();
+    let Some(at) = ctx.parsed(ttl.deadline_ms(name, now)) else {
+        return Action::Done;
     };
     let (key, value) = (args[1].clone(), args[3].clone());
     ctx.write(move |v| v.set(key, value, at), |c, ()| c.ok())
@@ -219,20 +216,17 @@ pub(super) fn getrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
 
 /// SET key value [NX|XX] [GET] [EX|PX|EXAT|PXAT time|KEEPTTL]
 pub(super) fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
-    let parsed = parse_string_options(&args[3..], StringCommand::Set)
-        .and_then(|o| Ok((o.deadline_ms(StringCommand::Set, ctx.engine_now())?, o)));
-    let (deadline, opts) = match parsed {
-        Ok(p) => p,
-        Err(e) => {
-            ctx.arg_error(&e);
-            return Action::Done;
-        }
+    let Some(opts) = ctx.parsed(parse_string_options(&args[3..], StringCommand::Set)) else {
+        return Action::Done;
+    };
+    let now = ctx.engine_now();
+    let Some(deadline) = ctx.parsed(opts.deadline_ms(StringCommand::Set, now)) else {
+        return Action::Done;
     };
     let StringOptions {
         condition,
         get,
         ttl,
-        ..
     } = opts;
     let keep_ttl = ttl == TtlOption::Keep;
     let (key, value) = (args[1].clone(), args[2].clone());
@@ -271,12 +265,8 @@ pub(super) fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
 
 /// GETEX key [EX|PX|EXAT|PXAT time|PERSIST]
 pub(super) fn getex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
-    let opts = match parse_string_options(&args[2..], StringCommand::GetEx) {
-        Ok(o) => o,
-        Err(e) => {
-            ctx.arg_error(&e);
-            return Action::Done;
-        }
+    let Some(opts) = ctx.parsed(parse_string_options(&args[2..], StringCommand::GetEx)) else {
+        return Action::Done;
     };
     // As in Redis, a bad time matters only once the key is found: GETEX
     // on a missing key answers nil.
