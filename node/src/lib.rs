@@ -11,11 +11,14 @@
 //!   commit (visibility) together; [`commands`]: Redis command semantics.
 //! - [`server`]: the RESP data plane; [`admin`]: HTTP admin API, metrics and
 //!   the client the operator uses; [`replication`]: leader/follower streams.
-//! - [`node`]: wires them into a running node; [`config`]: flags.
+//! - [`context`]: the node-wide state those servers share.
+//! - [`node`]: wires them into a running node; [`config`]: flags;
+//!   [`domain`]: roles and replication settings, shared by all of them.
 
 pub mod admin;
 pub mod commands;
 pub mod config;
+pub mod context;
 pub mod domain;
 pub mod engine;
 pub mod keyspace;

@@ -10,8 +10,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::commands::Shared;
 use crate::config::{Config, StartRole};
+use crate::context::Shared;
 use crate::engine::{Engine, EngineError, EngineOptions};
 use crate::replication::{self, LinkInfo};
 

@@ -16,7 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::admin::{ReplicationMode, Role};
-use crate::commands::{self, Action, Ctx, Kind, Session, Shared};
+use crate::commands::{self, Action, Ctx, Kind, Session};
+use crate::context::Shared;
 use crate::resp::{self, Limits};
 use crate::stats::Stats;
 

@@ -543,8 +543,10 @@ fn expired_keys_vanish_and_are_reclaimed() {
 
     // Keys never touched again are deleted by the active expiry cycle.
     q::<()>(&mut c, &["FLUSHALL"]);
+    // Long enough that all 50 are still there when DBSIZE counts them on a
+    // loaded machine (it failed with 50 ms while the suite built in parallel).
     for n in 0..50 {
-        q::<()>(&mut c, &["SET", &format!("exp:{n}"), "v", "PX", "50"]);
+        q::<()>(&mut c, &["SET", &format!("exp:{n}"), "v", "PX", "1000"]);
     }
     q::<()>(&mut c, &["SET", "stays", "v"]);
     assert_eq!(i(&mut c, &["DBSIZE"]), 51);

@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::types::*;
-use crate::commands::Shared;
+use crate::context::Shared;
 use crate::engine::EngineError;
 use crate::stats::Histogram;
 

@@ -1,5 +1,11 @@
 //! Redis command semantics: lookup, arity, auth and role checks, dispatch.
 //!
+//! Every command is one entry of [`COMMANDS`]: its name, arity, kind, key
+//! positions and handler. [`execute`] checks what the entry says and calls
+//! the handler; COMMAND answers from the same table. Handlers live with
+//! their family (`strings`, `keys`, `server`): each parses its arguments
+//! first and only then applies the command.
+//!
 //! Handlers write their reply straight into the connection's output buffer
 //! (no intermediate frames on the hot path). Write commands run inside
 //! [`Engine::write`] and return the log offset their reply depends on; the
@@ -7,10 +13,10 @@
 
 mod keys;
 mod server;
+mod string_args;
 mod strings;
 pub mod util;
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -19,21 +25,8 @@ use crate::engine::{Engine, EngineError};
 use crate::resp::{self, Frame, Protocol};
 use crate::stats::Stats;
 
+use crate::context::Shared;
 pub use server::info_text;
-
-/// Shared, read-only context of every connection.
-pub struct Shared {
-    pub engine: Arc<Engine>,
-    pub config: crate::config::Config,
-    pub started: Instant,
-    pub started_unix: u64,
-    pub run_id: String,
-    /// Data-plane port actually bound (for INFO/HELLO).
-    pub port: u16,
-    /// Follower link, maintained by the replication client.
-    pub link: Arc<crate::replication::LinkInfo>,
-    pub next_client_id: std::sync::atomic::AtomicU64,
-}
 
 /// Per-connection state.
 #[derive(Debug)]
@@ -90,8 +83,15 @@ pub enum Kind {
     Other,
 }
 
-/// Static description of a command.
+/// What runs a command: it parses `args` (`args[0]` is the name), applies
+/// the command and writes the reply into `ctx.out`.
+pub type Handler = fn(&mut Ctx<'_>, &[Bytes]) -> Action;
+
+/// Static description of a command: one table entry carries everything
+/// about it, its handler included, so a command cannot be listed without
+/// being implemented, nor implemented without being listed.
 pub struct Spec {
+    /// Lowercase name.
     pub name: &'static str,
     /// Redis arity: n = exactly n args (incl. name), -n = at least n.
     pub arity: i32,
@@ -101,19 +101,23 @@ pub struct Spec {
     pub first_key: i32,
     pub last_key: i32,
     pub step: i32,
+    pub handler: Handler,
 }
 
 macro_rules! spec {
-    ($name:literal, $arity:expr, $kind:ident) => {
-        spec!($name, $arity, $kind, false, 1, 1, 1)
+    ($name:literal, $arity:expr, $kind:ident, $handler:expr) => {
+        spec!($name, $arity, $kind, $handler, false, 1, 1, 1)
     };
-    ($name:literal, $arity:expr, $kind:ident, noauth) => {
-        spec!($name, $arity, $kind, true, 0, 0, 0)
+    ($name:literal, $arity:expr, $kind:ident, $handler:expr, noauth) => {
+        spec!($name, $arity, $kind, $handler, true, 0, 0, 0)
     };
-    ($name:literal, $arity:expr, $kind:ident, nokeys) => {
-        spec!($name, $arity, $kind, false, 0, 0, 0)
+    ($name:literal, $arity:expr, $kind:ident, $handler:expr, nokeys) => {
+        spec!($name, $arity, $kind, $handler, false, 0, 0, 0)
     };
-    ($name:literal, $arity:expr, $kind:ident, $noauth:expr, $f:expr, $l:expr, $s:expr) => {
+    ($name:literal, $arity:expr, $kind:ident, $handler:expr, keys($f:expr, $l:expr, $s:expr)) => {
+        spec!($name, $arity, $kind, $handler, false, $f, $l, $s)
+    };
+    ($name:literal, $arity:expr, $kind:ident, $handler:expr, $noauth:expr, $f:expr, $l:expr, $s:expr) => {
         Spec {
             name: $name,
             arity: $arity,
@@ -122,82 +126,135 @@ macro_rules! spec {
             first_key: $f,
             last_key: $l,
             step: $s,
+            handler: $handler,
         }
     };
 }
 
-/// Every supported command.
-pub static COMMANDS: &[Spec] = &[
-    spec!("get", 2, Read),
-    spec!("set", -3, Write),
-    spec!("setnx", 3, Write),
-    spec!("setex", 4, Write),
-    spec!("psetex", 4, Write),
-    spec!("getset", 3, Write),
-    spec!("getdel", 2, Write),
-    spec!("getex", -2, Write),
-    spec!("mget", -2, Read, false, 1, -1, 1),
-    spec!("mset", -3, Write, false, 1, -1, 2),
-    spec!("msetnx", -3, Write, false, 1, -1, 2),
-    spec!("del", -2, Write, false, 1, -1, 1),
-    spec!("unlink", -2, Write, false, 1, -1, 1),
-    spec!("exists", -2, Read, false, 1, -1, 1),
-    spec!("incr", 2, Write),
-    spec!("decr", 2, Write),
-    spec!("incrby", 3, Write),
-    spec!("decrby", 3, Write),
-    spec!("incrbyfloat", 3, Write),
-    spec!("append", 3, Write),
-    spec!("strlen", 2, Read),
-    spec!("getrange", 4, Read),
-    spec!("substr", 4, Read),
-    spec!("setrange", 4, Write),
-    spec!("expire", -3, Write),
-    spec!("pexpire", -3, Write),
-    spec!("expireat", -3, Write),
-    spec!("pexpireat", -3, Write),
-    spec!("ttl", 2, Read),
-    spec!("pttl", 2, Read),
-    spec!("expiretime", 2, Read),
-    spec!("pexpiretime", 2, Read),
-    spec!("persist", 2, Write),
-    spec!("type", 2, Read),
-    spec!("keys", 2, Read, nokeys),
-    spec!("scan", -2, Read, nokeys),
-    spec!("dbsize", 1, Read, nokeys),
-    spec!("randomkey", 1, Read, nokeys),
-    spec!("flushall", -1, Write, nokeys),
-    spec!("flushdb", -1, Write, nokeys),
-    spec!("ping", -1, Other, nokeys),
-    spec!("echo", 2, Other, nokeys),
-    spec!("auth", -2, Other, noauth),
-    spec!("hello", -1, Other, noauth),
-    spec!("select", 2, Other, nokeys),
-    spec!("client", -2, Other, nokeys),
-    spec!("command", -1, Other, nokeys),
-    spec!("config", -2, Other, nokeys),
-    spec!("time", 1, Other, nokeys),
-    spec!("quit", -1, Other, noauth),
-    spec!("reset", 1, Other, noauth),
-    spec!("info", -1, Other, nokeys),
-    spec!("role", 1, Other, nokeys),
-    spec!("wait", 3, Other, nokeys),
-    spec!("lastsave", 1, Other, nokeys),
-    spec!("reploffset", 1, Other, nokeys),
-    spec!("waitoffset", 3, Other, nokeys),
-    spec!("debug", -2, Other, nokeys),
+/// Every supported command, sorted by name (checked when compiling, since
+/// [`lookup`] searches it by bisection).
+pub static COMMANDS: &[Spec] = TABLE;
+
+const TABLE: &[Spec] = &[
+    spec!("append", 3, Write, strings::append),
+    spec!("auth", -2, Other, server::auth, noauth),
+    spec!("client", -2, Other, server::client, nokeys),
+    spec!("command", -1, Other, server::command, nokeys),
+    spec!("config", -2, Other, server::config, nokeys),
+    spec!("dbsize", 1, Read, keys::dbsize, nokeys),
+    spec!("debug", -2, Other, server::debug, nokeys),
+    spec!("decr", 2, Write, strings::decr),
+    spec!("decrby", 3, Write, strings::decrby),
+    spec!("del", -2, Write, keys::del, keys(1, -1, 1)),
+    spec!("echo", 2, Other, server::echo, nokeys),
+    spec!("exists", -2, Read, keys::exists, keys(1, -1, 1)),
+    spec!("expire", -3, Write, keys::expire),
+    spec!("expireat", -3, Write, keys::expireat),
+    spec!("expiretime", 2, Read, keys::expiretime),
+    spec!("flushall", -1, Write, keys::flushall, nokeys),
+    spec!("flushdb", -1, Write, keys::flushall, nokeys),
+    spec!("get", 2, Read, strings::get),
+    spec!("getdel", 2, Write, strings::getdel),
+    spec!("getex", -2, Write, strings::getex),
+    spec!("getrange", 4, Read, strings::getrange),
+    spec!("getset", 3, Write, strings::getset),
+    spec!("hello", -1, Other, server::hello, noauth),
+    spec!("incr", 2, Write, strings::incr),
+    spec!("incrby", 3, Write, strings::incrby),
+    spec!("incrbyfloat", 3, Write, strings::incrbyfloat),
+    spec!("info", -1, Other, server::info, nokeys),
+    spec!("keys", 2, Read, keys::keys, nokeys),
+    spec!("lastsave", 1, Other, server::lastsave, nokeys),
+    spec!("mget", -2, Read, strings::mget, keys(1, -1, 1)),
+    spec!("mset", -3, Write, strings::mset, keys(1, -1, 2)),
+    spec!("msetnx", -3, Write, strings::msetnx, keys(1, -1, 2)),
+    spec!("persist", 2, Write, keys::persist),
+    spec!("pexpire", -3, Write, keys::pexpire),
+    spec!("pexpireat", -3, Write, keys::pexpireat),
+    spec!("pexpiretime", 2, Read, keys::pexpiretime),
+    spec!("ping", -1, Other, server::ping, nokeys),
+    spec!("psetex", 4, Write, strings::psetex),
+    spec!("pttl", 2, Read, keys::pttl),
+    spec!("quit", -1, Other, server::quit, noauth),
+    spec!("randomkey", 1, Read, keys::randomkey, nokeys),
+    spec!("reploffset", 1, Other, server::reploffset, nokeys),
+    spec!("reset", 1, Other, server::reset, noauth),
+    spec!("role", 1, Other, server::role, nokeys),
+    spec!("scan", -2, Read, keys::scan, nokeys),
+    spec!("select", 2, Other, server::select, nokeys),
+    spec!("set", -3, Write, strings::set),
+    spec!("setex", 4, Write, strings::setex),
+    spec!("setnx", 3, Write, strings::setnx),
+    spec!("setrange", 4, Write, strings::setrange),
+    spec!("strlen", 2, Read, strings::strlen),
+    spec!("substr", 4, Read, strings::getrange),
+    spec!("time", 1, Other, server::time, nokeys),
+    spec!("ttl", 2, Read, keys::ttl),
+    spec!("type", 2, Read, keys::type_),
+    spec!("unlink", -2, Write, keys::del, keys(1, -1, 1)),
+    spec!("wait", 3, Other, server::wait, nokeys),
+    spec!("waitoffset", 3, Other, server::waitoffset, nokeys),
 ];
 
-/// Find a command by (case-insensitive) name.
+/// Longest command name; longer input is no command, without looking.
+const MAX_NAME: usize = 16;
+
+/// True when every name is lowercase, at most [`MAX_NAME`] bytes, and
+/// strictly after the one before it.
+const fn is_sorted_lowercase(table: &[Spec]) -> bool {
+    let mut i = 0;
+    while i < table.len() {
+        let name = table[i].name.as_bytes();
+        if name.len() > MAX_NAME {
+            return false;
+        }
+        let mut c = 0;
+        while c < name.len() {
+            if name[c].is_ascii_uppercase() {
+                return false;
+            }
+            c += 1;
+        }
+        if i > 0 && !is_before(table[i - 1].name.as_bytes(), name) {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// `a < b` in byte order (`Ord` is not usable in a `const fn`).
+const fn is_before(a: &[u8], b: &[u8]) -> bool {
+    let mut i = 0;
+    while i < a.len() && i < b.len() {
+        if a[i] != b[i] {
+            return a[i] < b[i];
+        }
+        i += 1;
+    }
+    a.len() < b.len()
+}
+
+const _: () = assert!(
+    is_sorted_lowercase(TABLE),
+    "COMMANDS must be sorted, lowercase and short"
+);
+
+/// Find a command by (case-insensitive) name: lowercased on the stack, then
+/// bisection of the sorted table; no allocation.
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
-    if name.len() > 16 {
+    if name.len() > MAX_NAME {
         return None;
     }
-    let mut lower = [0u8; 16];
+    let mut lower = [0u8; MAX_NAME];
     let lower = &mut lower[..name.len()];
     lower.copy_from_slice(name);
     lower.make_ascii_lowercase();
-    COMMANDS.iter().find(|s| s.name.as_bytes() == lower)
+    let lower = &*lower;
+    COMMANDS
+        .binary_search_by(|s| s.name.as_bytes().cmp(lower))
+        .ok()
+        .map(|i| &COMMANDS[i])
 }
 
 /// Everything a handler needs.
@@ -242,16 +299,37 @@ impl Ctx<'_> {
         self.err("ERR syntax error");
     }
     pub fn not_integer(&mut self) {
-        self.err("ERR value is not an integer or out of range");
+        self.arg_error(&util::ArgError::NotInteger);
+    }
+    pub fn arg_error(&mut self, e: &util::ArgError) {
+        self.err(&e.to_string());
+    }
+    /// An integer argument (Redis's `string2ll` rules); on failure the
+    /// error reply is written and None returned.
+    pub fn int_arg(&mut self, arg: &[u8]) -> Option<i64> {
+        self.parsed(util::int_arg(arg))
+    }
+    /// The value of a parse; on failure the error reply is written and
+    /// None returned, so a handler can `let Some(x) = .. else { return }`.
+    pub fn parsed<T>(&mut self, parse: Result<T, util::ArgError>) -> Option<T> {
+        match parse {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.arg_error(&e);
+                None
+            }
+        }
     }
 
     /// Run a write through the engine; returns the action for the reply.
+    /// The reply is the one `reply` writes: nothing may be written to
+    /// `out` before this call.
     pub fn write<R>(
         &mut self,
-        reply_start: usize,
         f: impl FnOnce(&mut crate::engine::WriteView<'_>) -> R,
         reply: impl FnOnce(&mut Self, R),
     ) -> Action {
+        let reply_start = self.out.len();
         let engine = self.shared.engine.clone();
         match engine.write(f) {
             Ok((r, offset)) => {
@@ -326,12 +404,53 @@ pub fn execute(ctx: &mut Ctx<'_>, spec: Option<&'static Spec>, args: &[Bytes]) -
         Kind::Other => Stats::inc(&stats.other_commands),
     }
     let reply_start = ctx.out.len();
-    let action = strings::dispatch(ctx, spec.name, args, reply_start)
-        .or_else(|| keys::dispatch(ctx, spec.name, args, reply_start))
-        .or_else(|| server::dispatch(ctx, spec.name, args))
-        .unwrap_or(Action::Done);
+    let action = (spec.handler)(ctx, args);
     if ctx.out.get(reply_start) == Some(&b'-') {
         Stats::inc(&stats.command_errors);
     }
     action
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_in_the_table_is_found_by_its_name_in_any_case() {
+        for spec in COMMANDS {
+            let found = lookup(spec.name.as_bytes()).map(|s| s.name);
+            assert_eq!(found, Some(spec.name));
+            let upper = spec.name.to_ascii_uppercase();
+            assert_eq!(lookup(upper.as_bytes()).map(|s| s.name), Some(spec.name));
+        }
+        assert_eq!(lookup(b"GeTeX").map(|s| s.name), Some("getex"));
+    }
+
+    #[test]
+    fn unknown_empty_and_overlong_names_are_not_commands() {
+        for name in [
+            &b""[..],
+            b"gett",
+            b"ge",
+            b"a",
+            b"zzz",
+            b"get\0",
+            b"incrbyfloatincrbyfloat",
+            &[b'x'; 1000],
+        ] {
+            assert!(
+                lookup(name).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(name)
+            );
+        }
+    }
+
+    #[test]
+    fn aliases_share_one_handler() {
+        let handler = |name: &str| lookup(name.as_bytes()).map(|s| s.handler as usize);
+        assert_eq!(handler("substr"), handler("getrange"));
+        assert_eq!(handler("unlink"), handler("del"));
+        assert_eq!(handler("flushdb"), handler("flushall"));
+    }
 }

@@ -4,110 +4,161 @@ use std::fmt::Write as _;
 
 use bytes::Bytes;
 
-use super::util::{glob_match, parse_i64, parse_u64};
-use super::{Action, COMMANDS, Ctx, Shared};
+use super::util::glob_match;
+use super::{Action, COMMANDS, Ctx};
 use crate::admin::{ReplicationMode, Role};
+use crate::context::Shared;
+use crate::resp::string_to_i64;
 use crate::resp::{Frame, Protocol};
 
-pub(super) fn dispatch(ctx: &mut Ctx<'_>, name: &str, args: &[Bytes]) -> Option<Action> {
-    match name {
-        "ping" => match args.len() {
-            1 => ctx.simple("PONG"),
-            2 => ctx.bulk(&args[1]),
-            _ => ctx.err("ERR wrong number of arguments for 'ping' command"),
-        },
-        "echo" => ctx.bulk(&args[1]),
-        "auth" => auth(ctx, args),
-        "hello" => hello(ctx, args),
-        "select" => match parse_i64(&args[1]) {
-            Some(0) => ctx.ok(),
-            Some(_) => ctx.err("ERR DB index is out of range"),
-            None => ctx.not_integer(),
-        },
-        "client" => client(ctx, args),
-        "command" => command(ctx, args),
-        "config" => config(ctx, args),
-        "time" => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            ctx.array_len(2);
-            ctx.bulk(now.as_secs().to_string().as_bytes());
-            ctx.bulk(now.subsec_micros().to_string().as_bytes());
-        }
-        "quit" => {
-            ctx.ok();
-            return Some(Action::Close);
-        }
-        "reset" => {
-            let needs_auth = ctx.shared.config.requirepass.is_some();
-            ctx.sess.proto = Protocol::Resp2;
-            ctx.sess.name = None;
-            ctx.sess.authed = !needs_auth;
-            ctx.simple("RESET");
-        }
-        "info" => {
-            let sections: Vec<String> = args[1..]
-                .iter()
-                .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
-                .collect();
-            let text = info_text(ctx.shared, &sections);
-            ctx.frame(&Frame::Verbatim {
-                format: *b"txt",
-                text: Bytes::from(text),
-            });
-        }
-        "role" => role(ctx),
-        "lastsave" => {
-            ctx.int(ctx.shared.started_unix as i64);
-        }
-        "wait" => {
-            let (Some(replicas), Some(timeout)) = (parse_u64(&args[1]), parse_i64(&args[2])) else {
-                ctx.not_integer();
-                return Some(Action::Done);
-            };
-            if timeout < 0 {
-                ctx.err("ERR timeout is negative");
-                return Some(Action::Done);
-            }
-            return Some(Action::WaitReplicas {
-                replicas,
-                timeout_ms: timeout as u64,
-            });
-        }
-        "reploffset" => ctx.int(ctx.sess.last_write_offset as i64),
-        "waitoffset" => {
-            let (Some(offset), Some(timeout)) = (parse_u64(&args[1]), parse_u64(&args[2])) else {
-                ctx.not_integer();
-                return Some(Action::Done);
-            };
-            return Some(Action::WaitOffset {
-                offset,
-                timeout_ms: timeout,
-            });
-        }
-        "debug" => {
-            let sub = args[1].to_ascii_lowercase();
-            match sub.as_slice() {
-                b"digest" => {
-                    let (digest, _) = ctx.engine().digest();
-                    ctx.bulk(format!("{digest:016x}").as_bytes());
-                }
-                b"digest-offset" => {
-                    let (digest, offset) = ctx.engine().digest();
-                    ctx.array_len(2);
-                    ctx.bulk(format!("{digest:016x}").as_bytes());
-                    ctx.int(offset as i64);
-                }
-                _ => ctx.err(&format!(
-                    "ERR unknown subcommand '{}'. Try DEBUG HELP.",
-                    String::from_utf8_lossy(&args[1])
-                )),
-            }
-        }
-        _ => return None,
+pub(super) fn ping(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    match args.len() {
+        1 => ctx.simple("PONG"),
+        2 => ctx.bulk(&args[1]),
+        _ => ctx.err("ERR wrong number of arguments for 'ping' command"),
     }
-    Some(Action::Done)
+    Action::Done
+}
+
+pub(super) fn echo(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    ctx.bulk(&args[1]);
+    Action::Done
+}
+
+pub(super) fn select(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    match ctx.int_arg(&args[1]) {
+        Some(0) => ctx.ok(),
+        Some(_) => ctx.err("ERR DB index is out of range"),
+        None => {}
+    }
+    Action::Done
+}
+
+pub(super) fn time(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> Action {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    ctx.array_len(2);
+    ctx.bulk(now.as_secs().to_string().as_bytes());
+    ctx.bulk(now.subsec_micros().to_string().as_bytes());
+    Action::Done
+}
+
+pub(super) fn quit(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> Action {
+    ctx.ok();
+    Action::Close
+}
+
+pub(super) fn reset(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> Action {
+    let needs_auth = ctx.shared.config.requirepass.is_some();
+    ctx.sess.proto = Protocol::Resp2;
+    ctx.sess.name = None;
+    ctx.sess.authed = !needs_auth;
+    ctx.simple("RESET");
+    Action::Done
+}
+
+pub(super) fn info(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let sections: Vec<String> = args[1..]
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+        .collect();
+    let text = info_text(ctx.shared, &sections);
+    ctx.frame(&Frame::Verbatim {
+        format: *b"txt",
+        text: Bytes::from(text),
+    });
+    Action::Done
+}
+
+pub(super) fn lastsave(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> Action {
+    ctx.int(ctx.shared.started_unix as i64);
+    Action::Done
+}
+
+pub(super) fn wait(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    // Redis: a negative count is already reached.
+    let Some(replicas) = ctx.int_arg(&args[1]) else {
+        return Action::Done;
+    };
+    let Some(timeout_ms) = timeout_arg(ctx, &args[2]) else {
+        return Action::Done;
+    };
+    Action::WaitReplicas {
+        replicas: u64::try_from(replicas).unwrap_or(0),
+        timeout_ms,
+    }
+}
+
+/// A millisecond timeout as Redis's `getTimeoutFromObjectOrReply` reads
+/// it: an integer, not negative, not past the end of time.
+fn timeout_arg(ctx: &mut Ctx<'_>, arg: &[u8]) -> Option<u64> {
+    let Some(ms) = string_to_i64(arg) else {
+        ctx.err("ERR timeout is not an integer or out of range");
+        return None;
+    };
+    if ms < 0 {
+        ctx.err("ERR timeout is negative");
+        return None;
+    }
+    let now = i64::try_from(crate::engine::now_ms()).unwrap_or(i64::MAX);
+    if ms > 0 && ms > i64::MAX - now {
+        ctx.err("ERR timeout is out of range");
+        return None;
+    }
+    Some(ms as u64)
+}
+
+pub(super) fn reploffset(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> Action {
+    ctx.int(ctx.sess.last_write_offset as i64);
+    Action::Done
+}
+
+pub(super) fn waitoffset(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let Some(offset) = non_negative_arg(ctx, &args[1]) else {
+        return Action::Done;
+    };
+    let Some(timeout) = non_negative_arg(ctx, &args[2]) else {
+        return Action::Done;
+    };
+    Action::WaitOffset {
+        offset,
+        timeout_ms: timeout,
+    }
+}
+
+/// An integer argument that must not be negative (a negative one is "out
+/// of range").
+fn non_negative_arg(ctx: &mut Ctx<'_>, arg: &[u8]) -> Option<u64> {
+    let n = ctx.int_arg(arg)?;
+    match u64::try_from(n) {
+        Ok(n) => Some(n),
+        Err(_) => {
+            ctx.not_integer();
+            None
+        }
+    }
+}
+
+pub(super) fn debug(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let sub = args[1].to_ascii_lowercase();
+    match sub.as_slice() {
+        b"digest" => {
+            let (digest, _) = ctx.engine().digest();
+            ctx.bulk(format!("{digest:016x}").as_bytes());
+        }
+        b"digest-offset" => {
+            let (digest, offset) = ctx.engine().digest();
+            ctx.array_len(2);
+            ctx.bulk(format!("{digest:016x}").as_bytes());
+            ctx.int(offset as i64);
+        }
+        _ => ctx.err(&format!(
+            "ERR unknown subcommand '{}'. Try DEBUG HELP.",
+            String::from_utf8_lossy(&args[1])
+        )),
+    }
+    Action::Done
 }
 
 fn check_password(ctx: &mut Ctx<'_>, user: &[u8], pass: &[u8]) -> bool {
@@ -135,7 +186,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn auth(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+pub(super) fn auth(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
     let ok = match args.len() {
         2 => check_password(ctx, b"default", &args[1]),
         3 => check_password(ctx, &args[1], &args[2]),
@@ -147,22 +198,23 @@ fn auth(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     if ok {
         ctx.ok();
     }
+    Action::Done
 }
 
-fn hello(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+pub(super) fn hello(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
     let mut i = 1;
     let mut proto = ctx.sess.proto;
     if let Some(v) = args.get(1) {
-        match parse_i64(v) {
+        match string_to_i64(v) {
             Some(2) => proto = Protocol::Resp2,
             Some(3) => proto = Protocol::Resp3,
             Some(_) => {
                 ctx.err("NOPROTO unsupported protocol version");
-                return;
+                return Action::Done;
             }
             None => {
                 ctx.err("ERR Protocol version is not an integer or out of range");
-                return;
+                return Action::Done;
             }
         }
         i = 2;
@@ -173,7 +225,7 @@ fn hello(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         match opt.as_slice() {
             b"auth" if i + 2 < args.len() => {
                 if !check_password(ctx, &args[i + 1], &args[i + 2]) {
-                    return;
+                    return Action::Done;
                 }
                 i += 3;
             }
@@ -186,13 +238,13 @@ fn hello(ctx: &mut Ctx<'_>, args: &[Bytes]) {
                     "ERR Syntax error in HELLO option '{}'",
                     String::from_utf8_lossy(&args[i])
                 ));
-                return;
+                return Action::Done;
             }
         }
     }
     if !ctx.sess.authed {
         ctx.err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
-        return;
+        return Action::Done;
     }
     if let Some(n) = setname {
         ctx.sess.name = Some(n);
@@ -215,12 +267,18 @@ fn hello(ctx: &mut Ctx<'_>, args: &[Bytes]) {
         (s("role"), s(role)),
         (s("modules"), Frame::Array(vec![])),
     ]));
+    Action::Done
 }
 
 /// The Redis version we report, so clients enable the features we have.
 pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
 
-fn client(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+pub(super) fn client(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    client_subcommand(ctx, args);
+    Action::Done
+}
+
+fn client_subcommand(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let sub = args[1].to_ascii_lowercase();
     let arity_err = |ctx: &mut Ctx<'_>, name: &str| {
         ctx.err(&format!(
@@ -334,7 +392,12 @@ fn command_info(spec: &super::Spec) -> Frame {
     ])
 }
 
-fn command(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+pub(super) fn command(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    command_subcommand(ctx, args);
+    Action::Done
+}
+
+fn command_subcommand(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let Some(sub) = args.get(1).map(|a| a.to_ascii_lowercase()) else {
         let all = Frame::Array(COMMANDS.iter().map(command_info).collect());
         ctx.frame(&all);
@@ -402,7 +465,12 @@ fn config_values(shared: &Shared) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn config(ctx: &mut Ctx<'_>, args: &[Bytes]) {
+pub(super) fn config(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    config_subcommand(ctx, args);
+    Action::Done
+}
+
+fn config_subcommand(ctx: &mut Ctx<'_>, args: &[Bytes]) {
     let sub = args[1].to_ascii_lowercase();
     match sub.as_slice() {
         b"get" => {
@@ -451,7 +519,7 @@ fn split_host_port(addr: &str) -> (String, u16) {
     }
 }
 
-fn role(ctx: &mut Ctx<'_>) {
+pub(super) fn role(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> Action {
     let engine = ctx.engine();
     let rs = engine.role();
     let offsets = engine.offsets();
@@ -493,6 +561,7 @@ fn role(ctx: &mut Ctx<'_>) {
         }
     };
     ctx.frame(&frame);
+    Action::Done
 }
 
 /// The text of INFO for the given sections (empty = default).

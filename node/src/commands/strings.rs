@@ -2,119 +2,154 @@
 
 use bytes::Bytes;
 
-use super::util::{format_f64_sum, parse_f64, parse_i64};
+use super::string_args::{
+    Condition, ExpireArg, ExpireUnit, StringCommand, StringOptions, TtlOption, parse_string_options,
+};
+use super::util::{ArgError, format_f64_sum, parse_f64};
 use super::{Action, Ctx};
 use crate::engine::Current;
+use crate::resp::string_to_i64;
 use crate::stats::Stats;
 
-pub(super) fn dispatch(
-    ctx: &mut Ctx<'_>,
-    name: &str,
-    args: &[Bytes],
-    start: usize,
-) -> Option<Action> {
-    Some(match name {
-        "get" => {
-            get(ctx, &args[1]);
-            Action::Done
+pub(super) fn get(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let key = &args[1];
+    let Ctx { shared, sess, out } = ctx;
+    let stats = &shared.engine.stats;
+    shared.engine.read(|ks, now| match ks.get(key) {
+        Some(e) if !e.is_expired(now) => {
+            Stats::inc(&stats.keyspace_hits);
+            crate::resp::encode_bulk(e.value(), out);
         }
-        "mget" => {
-            mget(ctx, &args[1..]);
-            Action::Done
+        _ => {
+            Stats::inc(&stats.keyspace_misses);
+            crate::resp::encode_null(sess.proto, out);
         }
-        "strlen" => {
-            strlen(ctx, &args[1]);
-            Action::Done
-        }
-        "getrange" | "substr" => {
-            getrange(ctx, args);
-            Action::Done
-        }
-        "set" => set(ctx, args, start),
-        "setnx" => set_simple(
-            ctx,
-            args[1].clone(),
-            args[2].clone(),
-            SetCond::Nx,
-            None,
-            true,
-            start,
-        ),
-        "setex" | "psetex" => {
-            let unit = if name == "setex" { 1000 } else { 1 };
-            let Some(n) = parse_i64(&args[2]) else {
-                ctx.not_integer();
-                return Some(Action::Done);
-            };
-            match relative_expiry(n, unit, ctx.engine_now()) {
-                Some(at) => set_simple(
-                    ctx,
-                    args[1].clone(),
-                    args[3].clone(),
-                    SetCond::Always,
-                    Some(at),
-                    false,
-                    start,
-                ),
-                None => {
-                    ctx.err(&format!("ERR invalid expire time in '{name}' command"));
-                    Action::Done
-                }
+    });
+    Action::Done
+}
+
+pub(super) fn mget(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let keys = &args[1..];
+    let Ctx { shared, sess, out } = ctx;
+    crate::resp::encode_array_len(keys.len(), out);
+    shared.engine.read(|ks, now| {
+        for key in keys {
+            match ks.get(key) {
+                Some(e) if !e.is_expired(now) => crate::resp::encode_bulk(e.value(), out),
+                _ => crate::resp::encode_null(sess.proto, out),
             }
         }
-        "getset" => {
-            let (key, value) = (args[1].clone(), args[2].clone());
-            ctx.write(
-                start,
-                |v| {
-                    let old = v.get(&key);
-                    v.set(key, value, 0);
-                    old
-                },
-                |c, old| reply_opt(c, old),
-            )
-        }
-        "getdel" => {
-            let key = args[1].clone();
-            ctx.write(
-                start,
-                |v| {
-                    let old = v.get(&key);
-                    if old.is_some() {
-                        v.del(&key);
-                    }
-                    old
-                },
-                |c, old| reply_opt(c, old),
-            )
-        }
-        "getex" => getex(ctx, args, start),
-        "mset" | "msetnx" => mset(ctx, args, name == "msetnx", start),
-        "incr" => incr_by(ctx, args[1].clone(), 1, start),
-        "decr" => incr_by(ctx, args[1].clone(), -1, start),
-        "incrby" | "decrby" => {
-            let Some(n) = parse_i64(&args[2]) else {
-                ctx.not_integer();
-                return Some(Action::Done);
-            };
-            let n = if name == "decrby" {
-                match n.checked_neg() {
-                    Some(n) => n,
-                    None => {
-                        ctx.err("ERR decrement would overflow");
-                        return Some(Action::Done);
-                    }
-                }
-            } else {
-                n
-            };
-            incr_by(ctx, args[1].clone(), n, start)
-        }
-        "incrbyfloat" => incr_by_float(ctx, args, start),
-        "append" => append(ctx, args, start),
-        "setrange" => setrange(ctx, args, start),
-        _ => return None,
-    })
+    });
+    Action::Done
+}
+
+pub(super) fn strlen(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let len = ctx
+        .engine()
+        .read(|ks, now| {
+            ks.get(&args[1])
+                .filter(|e| !e.is_expired(now))
+                .map(|e| e.value().len())
+        })
+        .unwrap_or(0);
+    ctx.int(len as i64);
+    Action::Done
+}
+
+pub(super) fn setnx(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let (key, value) = (args[1].clone(), args[2].clone());
+    ctx.write(
+        move |v| {
+            let absent = v.live_expiry(&key).is_none();
+            if absent {
+                v.set(key, value, 0);
+            }
+            absent
+        },
+        |c, done| c.int(i64::from(done)),
+    )
+}
+
+pub(super) fn setex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    set_with_ttl(ctx, args, "setex", ExpireUnit::Seconds)
+}
+
+pub(super) fn psetex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    set_with_ttl(ctx, args, "psetex", ExpireUnit::Millis)
+}
+
+/// SETEX / PSETEX key ttl value: SET's expire time check, alone.
+fn set_with_ttl(ctx: &mut Ctx<'_>, args: &[Bytes], name: &'static str, unit: ExpireUnit) -> Action {
+    let ttl = ExpireArg {
+        unit,
+        value: args[2].clone(),
+    };
+    let now = ctx.engine_now();
+    let Some(at) = ctx.parsed(ttl.deadline_ms(name, now)) else {
+        return Action::Done;
+    };
+    let (key, value) = (args[1].clone(), args[3].clone());
+    ctx.write(move |v| v.set(key, value, at), |c, ()| c.ok())
+}
+
+pub(super) fn getset(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let (key, value) = (args[1].clone(), args[2].clone());
+    ctx.write(
+        |v| {
+            let old = v.get(&key);
+            v.set(key, value, 0);
+            old
+        },
+        reply_opt,
+    )
+}
+
+pub(super) fn getdel(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let key = args[1].clone();
+    ctx.write(
+        |v| {
+            let old = v.get(&key);
+            if old.is_some() {
+                v.del(&key);
+            }
+            old
+        },
+        reply_opt,
+    )
+}
+
+pub(super) fn mset(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    mset_generic(ctx, args, false)
+}
+
+pub(super) fn msetnx(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    mset_generic(ctx, args, true)
+}
+
+pub(super) fn incr(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    incr_by(ctx, args[1].clone(), 1)
+}
+
+pub(super) fn decr(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    incr_by(ctx, args[1].clone(), -1)
+}
+
+pub(super) fn incrby(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let Some(n) = ctx.int_arg(&args[2]) else {
+        return Action::Done;
+    };
+    incr_by(ctx, args[1].clone(), n)
+}
+
+pub(super) fn decrby(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let Some(n) = ctx.int_arg(&args[2]) else {
+        return Action::Done;
+    };
+    let Some(n) = n.checked_neg() else {
+        ctx.err("ERR decrement would overflow");
+        return Action::Done;
+    };
+    incr_by(ctx, args[1].clone(), n)
 }
 
 impl Ctx<'_> {
@@ -131,46 +166,6 @@ fn reply_opt(c: &mut Ctx<'_>, v: Option<Current>) {
         Some(cur) => c.bulk(&cur.value),
         None => c.null(),
     }
-}
-
-fn get(ctx: &mut Ctx<'_>, key: &[u8]) {
-    let Ctx { shared, sess, out } = ctx;
-    let stats = &shared.engine.stats;
-    shared.engine.read(|ks, now| match ks.get(key) {
-        Some(e) if !e.is_expired(now) => {
-            Stats::inc(&stats.keyspace_hits);
-            crate::resp::encode_bulk(e.value(), out);
-        }
-        _ => {
-            Stats::inc(&stats.keyspace_misses);
-            crate::resp::encode_null(sess.proto, out);
-        }
-    });
-}
-
-fn mget(ctx: &mut Ctx<'_>, keys: &[Bytes]) {
-    let Ctx { shared, sess, out } = ctx;
-    crate::resp::encode_array_len(keys.len(), out);
-    shared.engine.read(|ks, now| {
-        for key in keys {
-            match ks.get(key) {
-                Some(e) if !e.is_expired(now) => crate::resp::encode_bulk(e.value(), out),
-                _ => crate::resp::encode_null(sess.proto, out),
-            }
-        }
-    });
-}
-
-fn strlen(ctx: &mut Ctx<'_>, key: &[u8]) {
-    let len = ctx
-        .engine()
-        .read(|ks, now| {
-            ks.get(key)
-                .filter(|e| !e.is_expired(now))
-                .map(|e| e.value().len())
-        })
-        .unwrap_or(0);
-    ctx.int(len as i64);
 }
 
 /// GETRANGE's index arithmetic, exactly as Redis 7 does it.
@@ -196,10 +191,13 @@ pub fn range_bounds(start: i64, end: i64, len: usize) -> Option<(usize, usize)> 
     Some((s as usize, e as usize))
 }
 
-fn getrange(ctx: &mut Ctx<'_>, args: &[Bytes]) {
-    let (Some(start), Some(end)) = (parse_i64(&args[2]), parse_i64(&args[3])) else {
-        ctx.not_integer();
-        return;
+/// GETRANGE and its old name SUBSTR.
+pub(super) fn getrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let Some(start) = ctx.int_arg(&args[2]) else {
+        return Action::Done;
+    };
+    let Some(end) = ctx.int_arg(&args[3]) else {
+        return Action::Done;
     };
     let Ctx { shared, out, .. } = ctx;
     shared.engine.read(|ks, now| {
@@ -213,105 +211,41 @@ fn getrange(ctx: &mut Ctx<'_>, args: &[Bytes]) {
             None => crate::resp::encode_bulk(b"", out),
         }
     });
+    Action::Done
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum SetCond {
-    Always,
-    Nx,
-    Xx,
-}
-
-/// `now + n * unit` ms, or None if n <= 0 or it overflows.
-fn relative_expiry(n: i64, unit_ms: i64, now: u64) -> Option<u64> {
-    if n <= 0 {
-        return None;
-    }
-    let ms = n.checked_mul(unit_ms)?;
-    (now as i64).checked_add(ms).map(|v| v as u64)
-}
-
-/// Parsed expiry option of SET/GETEX.
-enum ExpiryOpt {
-    None,
-    At(u64),
-    KeepTtl,
-    Persist,
-}
-
-/// Parse EX/PX/EXAT/PXAT `value`; Err(true) = bad time, Err(false) = not integer.
-fn absolute_expiry(opt: &str, value: &[u8], now: u64) -> Result<u64, bool> {
-    let n = parse_i64(value).ok_or(false)?;
-    match opt {
-        "ex" => relative_expiry(n, 1000, now).ok_or(true),
-        "px" => relative_expiry(n, 1, now).ok_or(true),
-        "exat" if n > 0 => n.checked_mul(1000).map(|v| v as u64).ok_or(true),
-        "pxat" if n > 0 => Ok(n as u64),
-        _ => Err(true),
-    }
-}
-
-/// Parse an EX/PX/EXAT/PXAT value, replying with Redis's error if bad.
-fn expiry_arg(ctx: &mut Ctx<'_>, cmd: &str, opt: &str, value: &[u8], now: u64) -> Option<u64> {
-    match absolute_expiry(opt, value, now) {
-        Ok(at) => Some(at),
-        Err(false) => {
-            ctx.not_integer();
-            None
-        }
-        Err(true) => {
-            ctx.err(&format!("ERR invalid expire time in '{cmd}' command"));
-            None
-        }
-    }
-}
-
-fn set(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
+/// SET key value [NX|XX] [GET] [EX|PX|EXAT|PXAT time|KEEPTTL]
+pub(super) fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let Some(opts) = ctx.parsed(parse_string_options(&args[3..], StringCommand::Set)) else {
+        return Action::Done;
+    };
     let now = ctx.engine_now();
-    let mut cond = SetCond::Always;
-    let mut expiry = ExpiryOpt::None;
-    let mut get = false;
-    let mut i = 3;
-    while i < args.len() {
-        let opt = String::from_utf8_lossy(&args[i]).to_ascii_lowercase();
-        let has_next = i + 1 < args.len();
-        match opt.as_str() {
-            "nx" if cond == SetCond::Always => cond = SetCond::Nx,
-            "xx" if cond == SetCond::Always => cond = SetCond::Xx,
-            "get" => get = true,
-            "keepttl" if matches!(expiry, ExpiryOpt::None) => expiry = ExpiryOpt::KeepTtl,
-            "ex" | "px" | "exat" | "pxat" if matches!(expiry, ExpiryOpt::None) && has_next => {
-                i += 1;
-                match expiry_arg(ctx, "set", &opt, &args[i], now) {
-                    Some(at) => expiry = ExpiryOpt::At(at),
-                    None => return Action::Done,
-                }
-            }
-            _ => {
-                ctx.syntax_error();
-                return Action::Done;
-            }
-        }
-        i += 1;
-    }
+    let Some(deadline) = ctx.parsed(opts.deadline_ms(StringCommand::Set, now)) else {
+        return Action::Done;
+    };
+    let StringOptions {
+        condition,
+        get,
+        ttl,
+    } = opts;
+    let keep_ttl = ttl == TtlOption::Keep;
     let (key, value) = (args[1].clone(), args[2].clone());
     ctx.write(
-        start,
         move |v| {
             // A plain SET overwrites without looking: no copy of the old
             // value on the hottest write path.
-            let needs_old = get || cond != SetCond::Always || matches!(expiry, ExpiryOpt::KeepTtl);
+            let needs_old = get || condition != Condition::Always || keep_ttl;
             let old = if needs_old { v.get(&key) } else { None };
-            let allowed = match cond {
-                SetCond::Always => true,
-                SetCond::Nx => old.is_none(),
-                SetCond::Xx => old.is_some(),
+            let allowed = match condition {
+                Condition::Always => true,
+                Condition::IfAbsent => old.is_none(),
+                Condition::IfPresent => old.is_some(),
             };
             if allowed {
-                let at = match expiry {
-                    ExpiryOpt::At(at) => at,
-                    ExpiryOpt::KeepTtl => old.as_ref().map(|c| c.expire_at_ms).unwrap_or(0),
-                    ExpiryOpt::None | ExpiryOpt::Persist => 0,
+                let at = match deadline {
+                    Some(at) => at,
+                    None if keep_ttl => old.as_ref().map_or(0, |c| c.expire_at_ms),
+                    None => 0,
                 };
                 v.set(key, value, at);
             }
@@ -329,79 +263,40 @@ fn set(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
     )
 }
 
-fn set_simple(
-    ctx: &mut Ctx<'_>,
-    key: Bytes,
-    value: Bytes,
-    cond: SetCond,
-    at: Option<u64>,
-    int_reply: bool,
-    start: usize,
-) -> Action {
-    ctx.write(
-        start,
-        move |v| {
-            let allowed = cond != SetCond::Nx || v.live_expiry(&key).is_none();
-            if allowed {
-                v.set(key, value, at.unwrap_or(0));
-            }
-            allowed
-        },
-        move |c, allowed| {
-            if int_reply {
-                c.int(i64::from(allowed));
-            } else {
-                c.ok();
-            }
-        },
-    )
-}
-
-fn getex(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
-    let now = ctx.engine_now();
-    let mut expiry = ExpiryOpt::None;
-    let mut i = 2;
-    while i < args.len() {
-        let opt = String::from_utf8_lossy(&args[i]).to_ascii_lowercase();
-        match opt.as_str() {
-            "persist" if matches!(expiry, ExpiryOpt::None) => expiry = ExpiryOpt::Persist,
-            "ex" | "px" | "exat" | "pxat"
-                if matches!(expiry, ExpiryOpt::None) && i + 1 < args.len() =>
-            {
-                i += 1;
-                match expiry_arg(ctx, "getex", &opt, &args[i], now) {
-                    Some(at) => expiry = ExpiryOpt::At(at),
-                    None => return Action::Done,
-                }
-            }
-            _ => {
-                ctx.syntax_error();
-                return Action::Done;
-            }
-        }
-        i += 1;
-    }
+/// GETEX key [EX|PX|EXAT|PXAT time|PERSIST]
+pub(super) fn getex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let Some(opts) = ctx.parsed(parse_string_options(&args[2..], StringCommand::GetEx)) else {
+        return Action::Done;
+    };
+    // As in Redis, a bad time matters only once the key is found: GETEX
+    // on a missing key answers nil.
+    let deadline = opts.deadline_ms(StringCommand::GetEx, ctx.engine_now());
+    let persist = opts.ttl == TtlOption::Persist;
     let key = args[1].clone();
     ctx.write(
-        start,
         move |v| {
-            let cur = v.get(&key)?;
-            match expiry {
-                ExpiryOpt::At(at) => {
+            let Some(cur) = v.get(&key) else {
+                return Ok(None);
+            };
+            match deadline? {
+                Some(at) => {
                     v.set_expiry(&key, at);
                 }
-                ExpiryOpt::Persist if cur.expire_at_ms != 0 => {
+                None if persist && cur.expire_at_ms != 0 => {
                     v.set_expiry(&key, 0);
                 }
-                _ => {}
+                None => {}
             }
-            Some(cur)
+            Ok(Some(cur))
         },
-        reply_opt,
+        |c, r: Result<Option<Current>, ArgError>| match r {
+            Ok(cur) => reply_opt(c, cur),
+            Err(e) => c.arg_error(&e),
+        },
     )
 }
 
-fn mset(ctx: &mut Ctx<'_>, args: &[Bytes], nx: bool, start: usize) -> Action {
+fn mset_generic(ctx: &mut Ctx<'_>, args: &[Bytes], nx: bool) -> Action {
     if args.len().is_multiple_of(2) {
         let name = if nx { "msetnx" } else { "mset" };
         ctx.err(&format!(
@@ -414,7 +309,6 @@ fn mset(ctx: &mut Ctx<'_>, args: &[Bytes], nx: bool, start: usize) -> Action {
         .map(|p| (p[0].clone(), p[1].clone()))
         .collect();
     ctx.write(
-        start,
         move |v| {
             if nx && pairs.iter().any(|(k, _)| v.live_expiry(k).is_some()) {
                 return false;
@@ -434,13 +328,12 @@ fn mset(ctx: &mut Ctx<'_>, args: &[Bytes], nx: bool, start: usize) -> Action {
     )
 }
 
-fn incr_by(ctx: &mut Ctx<'_>, key: Bytes, by: i64, start: usize) -> Action {
+fn incr_by(ctx: &mut Ctx<'_>, key: Bytes, by: i64) -> Action {
     ctx.write(
-        start,
         move |v| {
             let cur = v.get(&key);
             let (old, exp) = match &cur {
-                Some(c) => match parse_i64(&c.value) {
+                Some(c) => match string_to_i64(&c.value) {
                     Some(n) => (n, c.expire_at_ms),
                     None => return Err("ERR value is not an integer or out of range"),
                 },
@@ -459,14 +352,13 @@ fn incr_by(ctx: &mut Ctx<'_>, key: Bytes, by: i64, start: usize) -> Action {
     )
 }
 
-fn incr_by_float(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
+pub(super) fn incrbyfloat(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
     let Some(by) = parse_f64(&args[2]) else {
         ctx.err("ERR value is not a valid float");
         return Action::Done;
     };
     let key = args[1].clone();
     ctx.write(
-        start,
         move |v| {
             let cur = v.get(&key);
             let (old, exp) = match &cur {
@@ -493,11 +385,10 @@ fn incr_by_float(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
 
 const TOO_BIG: &str = "ERR string exceeds maximum allowed size (proto-max-bulk-len)";
 
-fn append(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
+pub(super) fn append(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
     let (key, tail) = (args[1].clone(), args[2].clone());
     let max = ctx.max_value();
     ctx.write(
-        start,
         move |v| {
             let cur = v.get(&key);
             let (mut value, exp) = match cur {
@@ -519,9 +410,8 @@ fn append(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
     )
 }
 
-fn setrange(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
-    let Some(offset) = parse_i64(&args[2]) else {
-        ctx.not_integer();
+pub(super) fn setrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
+    let Some(offset) = ctx.int_arg(&args[2]) else {
         return Action::Done;
     };
     if offset < 0 {
@@ -532,7 +422,6 @@ fn setrange(ctx: &mut Ctx<'_>, args: &[Bytes], start: usize) -> Action {
     let (key, patch) = (args[1].clone(), args[3].clone());
     let max = ctx.max_value();
     ctx.write(
-        start,
         move |v| {
             let cur = v.get(&key);
             if patch.is_empty() {

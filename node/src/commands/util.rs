@@ -1,42 +1,24 @@
 //! Parsing and matching helpers with Redis's exact rules.
 
-/// Redis's `string2ll`: optional '-', digits, no '+', no spaces, no leading
-/// zeros ("0" itself excepted), at most 20 bytes, must fit in i64.
-pub fn parse_i64(s: &[u8]) -> Option<i64> {
-    if s.is_empty() || s.len() > 20 {
-        return None;
-    }
-    if s == b"0" {
-        return Some(0);
-    }
-    let (neg, digits) = match s[0] {
-        b'-' => (true, &s[1..]),
-        _ => (false, s),
-    };
-    if digits.is_empty() || digits[0] == b'0' {
-        return None;
-    }
-    let mut v: i64 = 0;
-    for &c in digits {
-        if !c.is_ascii_digit() {
-            return None;
-        }
-        let d = i64::from(c - b'0');
-        v = if neg {
-            v.checked_mul(10)?.checked_sub(d)?
-        } else {
-            v.checked_mul(10)?.checked_add(d)?
-        };
-    }
-    Some(v)
+use crate::resp::string_to_i64;
+
+/// Why a command argument was refused; the message is Redis's reply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgError {
+    #[error("ERR syntax error")]
+    Syntax,
+    #[error("ERR value is not an integer or out of range")]
+    NotInteger,
+    /// Carries the command's name, which the message quotes.
+    #[error("ERR invalid expire time in '{0}' command")]
+    InvalidExpireTime(&'static str),
 }
 
-/// Non-negative integer (cursors, counts).
-pub fn parse_u64(s: &[u8]) -> Option<u64> {
-    if s.is_empty() || s.len() > 20 || !s.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(s).ok()?.parse().ok()
+/// An integer argument. Every command reads integers through here, so all
+/// of them accept exactly what Redis's `string2ll` accepts: the one parser
+/// is [`crate::resp::string_to_i64`], which the protocol decoder uses too.
+pub fn int_arg(arg: &[u8]) -> Result<i64, ArgError> {
+    string_to_i64(arg).ok_or(ArgError::NotInteger)
 }
 
 /// Redis's `string2ld`: a float without surrounding spaces; NaN rejected.
@@ -195,25 +177,46 @@ mod tests {
     use super::*;
 
     #[test]
-    fn integers_follow_string2ll() {
-        assert_eq!(parse_i64(b"0"), Some(0));
-        assert_eq!(parse_i64(b"-12"), Some(-12));
-        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
-        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+    fn string2ll_rejects_leading_zeros_and_plus() {
+        assert_eq!(int_arg(b"0"), Ok(0));
+        assert_eq!(int_arg(b"-12"), Ok(-12));
+        assert_eq!(int_arg(b"9223372036854775807"), Ok(i64::MAX));
+        assert_eq!(int_arg(b"-9223372036854775808"), Ok(i64::MIN));
         for bad in [
             &b"9223372036854775808"[..],
             b"+1",
             b" 1",
             b"1 ",
             b"01",
+            b"00",
             b"-0",
+            b"-01",
             b"",
             b"-",
             b"1.0",
+            b"1e3",
             b"abc",
         ] {
-            assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                int_arg(bad),
+                Err(ArgError::NotInteger),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
+    }
+
+    #[test]
+    fn argument_errors_are_redis_replies() {
+        assert_eq!(ArgError::Syntax.to_string(), "ERR syntax error");
+        assert_eq!(
+            ArgError::NotInteger.to_string(),
+            "ERR value is not an integer or out of range"
+        );
+        assert_eq!(
+            ArgError::InvalidExpireTime("getex").to_string(),
+            "ERR invalid expire time in 'getex' command"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::wire::{self, Decision, Hello, Message, WireError};
 use crate::admin::{ReplicationMode, Role};
-use crate::commands::Shared;
+use crate::context::Shared;
 use crate::engine::{Engine, EngineError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::wire::{self, Decision, Hello, HelloReply, Message, WireError};
 use crate::admin::Role;
-use crate::commands::Shared;
+use crate::context::Shared;
 use crate::engine::{Engine, FollowerProgress, RoleState};
 use crate::wal::WalError;
 
