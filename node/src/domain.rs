@@ -50,6 +50,30 @@ impl std::str::FromStr for ReplicationMode {
     }
 }
 
+/// Where a follower's replication stream stands, as its leader sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FollowerState {
+    /// Receiving a snapshot: its offsets do not count for commits yet.
+    Snapshot,
+    /// Receiving the log behind the leader's end.
+    #[default]
+    CatchingUp,
+    /// Has caught up once; receives records as they are written.
+    Streaming,
+}
+
+impl FollowerState {
+    /// The spelling of the admin API (`followers[].state`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FollowerState::Snapshot => "snapshot",
+            FollowerState::CatchingUp => "catching-up",
+            FollowerState::Streaming => "streaming",
+        }
+    }
+}
+
 /// How a semi-sync/sync leader reacts when followers do not acknowledge in
 /// `--sync-timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

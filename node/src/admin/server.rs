@@ -175,7 +175,7 @@ pub fn status_of(s: &Shared, with_digest: bool) -> StatusResponse {
                         .map(|t| t.elapsed().as_millis() as u64)
                         .unwrap_or(0)
                 },
-                state: f.state,
+                state: f.state.as_str().to_string(),
             }
         })
         .collect();

@@ -653,7 +653,7 @@ pub fn info_text(shared: &Shared, sections: &[String]) -> String {
                 for (i, f) in followers.iter().enumerate() {
                     let (host, port) = split_host_port(&f.addr);
                     let lag = f.caught_up_at.map(|t| t.elapsed().as_secs()).unwrap_or(0);
-                    let state = if f.state == "streaming" {
+                    let state = if f.state == crate::domain::FollowerState::Streaming {
                         "online"
                     } else {
                         "wait_bgsave"

@@ -10,8 +10,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::wire::{self, Decision, Hello, HelloReply, Message, WireError};
-use crate::admin::Role;
 use crate::context::Shared;
+use crate::domain::{FollowerState, Role};
 use crate::engine::{Engine, FollowerProgress, RoleState};
 use crate::wal::WalError;
 
@@ -125,11 +125,10 @@ async fn serve_follower(
             node_id: hello.node_id.clone(),
             addr: peer.clone(),
             state: if decision == Decision::Snapshot {
-                "snapshot"
+                FollowerState::Snapshot
             } else {
-                "catching-up"
-            }
-            .into(),
+                FollowerState::CatchingUp
+            },
             ..Default::default()
         },
     );
@@ -159,7 +158,7 @@ async fn serve_follower(
         p.durable = start;
         p.applied = start;
         p.sent = start;
-        p.state = "catching-up".into();
+        p.state = FollowerState::CatchingUp;
         p.caught_up_at = Some(Instant::now());
     });
     stream_log(&engine, stream, id, start, role.epoch, &mut shutdown).await
@@ -321,8 +320,8 @@ async fn stream_log(
                         }
                         // Caught up with the log end: from now on the
                         // follower no longer pins the leader's log.
-                        if p.state != "streaming" && received >= log_end(&engine) {
-                            p.state = "streaming".into();
+                        if p.state != FollowerState::Streaming && received >= log_end(&engine) {
+                            p.state = FollowerState::Streaming;
                         }
                     }),
                     Ok(other) => {
