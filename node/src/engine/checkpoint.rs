@@ -71,7 +71,7 @@ impl Engine {
                 }
             }
         }
-        st.base = base;
+        *self.base.write() = base;
         st.pending = Pending::default();
         st.received.clear();
         st.applied = self.wal.last_offset();
@@ -96,7 +96,7 @@ impl Engine {
         let smeta = reader.meta().clone();
         let mut st = self.state.lock();
         self.wal.reset(smeta.start_offset)?;
-        st.base = base;
+        *self.base.write() = base;
         st.pending = Pending::default();
         st.received.clear();
         st.applied = smeta.start_offset;
@@ -158,7 +158,7 @@ impl Engine {
         let mut keys = 0u64;
         for shard in 0..SHARDS {
             chunk.clear();
-            self.state.lock().base.clone_shard(shard, &mut chunk);
+            self.base.read().clone_shard(shard, &mut chunk);
             for e in &chunk {
                 writer
                     .add(e.key(), e.value(), e.expire_at_ms)

@@ -20,9 +20,9 @@ impl Engine {
                 return 0;
             }
             let now = now_ms();
+            let base = self.base.read();
             for i in 0..shards {
-                st.base
-                    .expired_in_shard((*cursor + i) % SHARDS, now, &mut expired);
+                base.expired_in_shard((*cursor + i) % SHARDS, now, &mut expired);
             }
         }
         *cursor = (*cursor + shards) % SHARDS;

@@ -132,12 +132,10 @@ pub struct Current {
 }
 
 struct State {
-    /// The readable keyspace (committed state on a semi-sync/sync leader).
-    base: Keyspace,
     pending: Pending,
     /// Follower: records appended but not yet committed by the leader.
     received: VecDeque<(u64, Vec<Mutation>)>,
-    /// Offset of the state in `base`.
+    /// Offset of the state in [`Engine::base`].
     applied: u64,
     committed: u64,
     meta: NodeMeta,
@@ -154,6 +152,10 @@ pub struct Engine {
     settings: RwLock<ReplicationSettings>,
     wal: Wal,
     state: Mutex<State>,
+    /// The readable keyspace (committed state on a semi-sync/sync leader).
+    /// Readers take only its read lock, never `state`: a GET does not queue
+    /// behind a write's log append. Lock order: `state`, then `base`.
+    base: RwLock<Keyspace>,
     commit_tx: watch::Sender<u64>,
     applied_tx: watch::Sender<u64>,
     role_tx: watch::Sender<RoleState>,
@@ -252,8 +254,8 @@ impl Engine {
         );
         let engine = Engine {
             wal,
+            base: RwLock::new(base),
             state: Mutex::new(State {
-                base,
                 pending: Pending::default(),
                 received: VecDeque::new(),
                 applied,
@@ -307,12 +309,14 @@ impl Engine {
 
     /// Run `f` on the readable keyspace.
     pub fn read<R>(&self, f: impl FnOnce(&Keyspace, u64) -> R) -> R {
-        let st = self.state.lock();
-        f(&st.base, now_ms())
+        let base = self.base.read();
+        f(&base, now_ms())
     }
 
     pub fn applied(&self) -> u64 {
-        self.state.lock().applied
+        // Published on every change under the state lock; reading the
+        // channel keeps WAITOFFSET and readiness off that lock.
+        *self.applied_tx.borrow()
     }
 
     pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
@@ -361,15 +365,22 @@ impl Engine {
             return Err(EngineError::Wal(WalError::Failed(reason)));
         }
         let lossless = self.lossless(st);
-        let mut view = WriteView {
-            base: &mut st.base,
-            pending: &mut st.pending,
-            lossless,
-            now_ms: now_ms(),
-            muts: Vec::new(),
+        // The keyspace's write lock is held only while the command runs:
+        // readers wait for that, not for the log append below. (An async
+        // write is readable before it is logged, as in Redis; if the append
+        // then fails the node refuses everything further, see `poisoned`.)
+        let (out, muts) = {
+            let mut base = self.base.write();
+            let mut view = WriteView {
+                base: &mut base,
+                pending: &mut st.pending,
+                lossless,
+                now_ms: now_ms(),
+                muts: Vec::new(),
+            };
+            let out = f(&mut view);
+            (out, std::mem::take(&mut view.muts))
         };
-        let out = f(&mut view);
-        let muts = std::mem::take(&mut view.muts);
         if muts.is_empty() {
             return Ok((out, None));
         }
@@ -507,7 +518,7 @@ impl Engine {
     /// Move pending records up to `offset` into the readable keyspace.
     fn commit_to(&self, st: &mut State, offset: u64) {
         st.committed = offset;
-        if let Some(applied) = st.pending.commit_into(&mut st.base, offset) {
+        if let Some(applied) = st.pending.commit_into(&mut self.base.write(), offset) {
             st.applied = applied;
         }
         if st.pending.is_empty() && st.meta.role == Role::Leader {
@@ -538,12 +549,12 @@ impl Engine {
     }
 
     pub fn keys(&self) -> usize {
-        self.state.lock().base.len()
+        self.base.read().len()
     }
 
     pub fn digest(&self) -> (u64, u64) {
         let st = self.state.lock();
-        (st.base.digest(), st.applied)
+        (self.base.read().digest(), st.applied)
     }
 
     /// Graceful shutdown: flush and fsync the log.

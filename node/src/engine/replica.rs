@@ -64,14 +64,17 @@ impl Engine {
 
     pub(super) fn apply_received(&self, st: &mut State, commit: u64) {
         let before = st.applied;
-        while st.received.front().is_some_and(|(o, _)| *o <= commit) {
-            let Some((o, muts)) = st.received.pop_front() else {
-                break;
-            };
-            for m in &muts {
-                st.base.apply(m);
+        if st.received.front().is_some_and(|(o, _)| *o <= commit) {
+            let mut base = self.base.write();
+            while st.received.front().is_some_and(|(o, _)| *o <= commit) {
+                let Some((o, muts)) = st.received.pop_front() else {
+                    break;
+                };
+                for m in &muts {
+                    base.apply(m);
+                }
+                st.applied = o;
             }
-            st.applied = o;
         }
         st.committed = st.committed.max(commit.min(st.applied));
         if st.applied != before {

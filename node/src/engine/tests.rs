@@ -111,3 +111,23 @@ async fn a_corrupt_settings_file_stops_the_start_with_its_name() {
         .expect("refused");
     assert!(err.to_string().contains(SETTINGS_FILE), "{err}");
 }
+
+#[tokio::test]
+async fn a_read_completes_while_a_writer_holds_the_state_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = leader(dir.path(), ReplicationMode::Async);
+    write_key(&engine, b"k").await;
+    // A writer appending to the log holds `state`; readers must not wait.
+    let held = engine.state.lock();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = Arc::clone(&engine);
+    std::thread::spawn(move || {
+        let _ = tx.send((visible(&reader, b"k"), reader.applied()));
+    });
+    let got = rx.recv_timeout(std::time::Duration::from_secs(5));
+    drop(held);
+    let (seen, applied) = got.expect("the read waited for the state lock");
+    assert!(seen);
+    assert_eq!(applied, engine.wal().last_offset());
+    engine.close().unwrap();
+}
