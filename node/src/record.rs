@@ -38,9 +38,9 @@ const TAG_FLUSHALL: u8 = 4;
 #[error("malformed change record: {0}")]
 pub struct DecodeError(pub &'static str);
 
-/// Encode mutations as a WAL payload.
-pub fn encode(mutations: &[Mutation]) -> Bytes {
-    let size: usize = mutations
+/// Size of the payload [`encode_into`] writes for `mutations`.
+pub fn encoded_len(mutations: &[Mutation]) -> usize {
+    mutations
         .iter()
         .map(|m| match m {
             Mutation::Set { key, value, .. } => 1 + 4 + key.len() + 4 + value.len() + 8,
@@ -48,8 +48,20 @@ pub fn encode(mutations: &[Mutation]) -> Bytes {
             Mutation::Expire { key, .. } => 1 + 4 + key.len() + 8,
             Mutation::FlushAll => 1,
         })
-        .sum();
-    let mut out = BytesMut::with_capacity(size);
+        .sum()
+}
+
+/// Encode mutations as a WAL payload.
+pub fn encode(mutations: &[Mutation]) -> Bytes {
+    let mut out = BytesMut::with_capacity(encoded_len(mutations));
+    encode_into(mutations, &mut out);
+    out.freeze()
+}
+
+/// Append the payload of `mutations` to `out`: exactly
+/// [`encoded_len`] bytes. The leader encodes straight into the log's
+/// buffer this way, with no intermediate copy of the values.
+pub fn encode_into(mutations: &[Mutation], out: &mut impl BufMut) {
     for m in mutations {
         match m {
             Mutation::Set {
@@ -58,26 +70,25 @@ pub fn encode(mutations: &[Mutation]) -> Bytes {
                 expire_at_ms,
             } => {
                 out.put_u8(TAG_SET);
-                put_bytes(&mut out, key);
-                put_bytes(&mut out, value);
+                put_bytes(out, key);
+                put_bytes(out, value);
                 out.put_u64_le(*expire_at_ms);
             }
             Mutation::Del { key } => {
                 out.put_u8(TAG_DEL);
-                put_bytes(&mut out, key);
+                put_bytes(out, key);
             }
             Mutation::Expire { key, expire_at_ms } => {
                 out.put_u8(TAG_EXPIRE);
-                put_bytes(&mut out, key);
+                put_bytes(out, key);
                 out.put_u64_le(*expire_at_ms);
             }
             Mutation::FlushAll => out.put_u8(TAG_FLUSHALL),
         }
     }
-    out.freeze()
 }
 
-fn put_bytes(out: &mut BytesMut, b: &[u8]) {
+fn put_bytes(out: &mut impl BufMut, b: &[u8]) {
     // Values are bounded by the protocol's bulk limit (512 MiB) < u32::MAX.
     out.put_u32_le(b.len() as u32);
     out.put_slice(b);
@@ -140,6 +151,30 @@ pub fn decode(payload: &Bytes) -> Result<Vec<Mutation>, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_len_is_exactly_what_encode_into_writes() {
+        let muts = vec![
+            Mutation::Set {
+                key: Bytes::from_static(b"key"),
+                value: Bytes::from(vec![7u8; 300]),
+                expire_at_ms: 42,
+            },
+            Mutation::Del {
+                key: Bytes::from_static(b"gone"),
+            },
+            Mutation::Expire {
+                key: Bytes::from_static(b"key"),
+                expire_at_ms: 0,
+            },
+            Mutation::FlushAll,
+        ];
+        let mut out = Vec::new();
+        encode_into(&muts, &mut out);
+        assert_eq!(out.len(), encoded_len(&muts));
+        assert_eq!(out, encode(&muts).to_vec());
+        assert_eq!(decode(&Bytes::from(out)).expect("decodes"), muts);
+    }
 
     #[test]
     fn round_trip_every_kind() {

@@ -384,17 +384,21 @@ impl Engine {
         if muts.is_empty() {
             return Ok((out, None));
         }
-        let payload = record::encode(&muts);
-        let offset = match self.wal.append_deferred(st.meta.epoch, &payload) {
-            Ok(o) => o,
-            Err(e) => {
-                // Memory already holds the change; the log does not.
-                let reason = format!("change applied in memory could not be logged: {e}");
-                tracing::error!("{reason}; refusing further commands");
-                st.poisoned = Some(reason);
-                return Err(EngineError::Wal(e));
-            }
-        };
+        let offset =
+            match self
+                .wal
+                .append_deferred_with(st.meta.epoch, record::encoded_len(&muts), |buf| {
+                    record::encode_into(&muts, buf)
+                }) {
+                Ok(o) => o,
+                Err(e) => {
+                    // Memory already holds the change; the log does not.
+                    let reason = format!("change applied in memory could not be logged: {e}");
+                    tracing::error!("{reason}; refusing further commands");
+                    st.poisoned = Some(reason);
+                    return Err(EngineError::Wal(e));
+                }
+            };
         self.stats.writes_logged.fetch_add(1, Ordering::Relaxed);
         if lossless {
             st.pending.logged(offset, muts);

@@ -78,17 +78,40 @@ pub(crate) fn check_segment_header(header: &[u8], start: u64) -> Result<(), Stri
 }
 
 /// Appends the framed record to `buf`.
+#[cfg(test)]
 pub(crate) fn encode_record_into(buf: &mut Vec<u8>, epoch: u64, end_offset: u64, payload: &[u8]) {
-    let mut header = [0u8; RECORD_HEADER_LEN as usize];
+    let wrote = encode_record_with(buf, epoch, end_offset, payload.len(), |b| {
+        b.extend_from_slice(payload)
+    });
+    assert!(wrote.is_ok(), "copying a slice writes its length");
+}
+
+/// Appends a framed record whose payload `write` appends to `buf`; it must
+/// write exactly `payload_len` bytes (checked: on a mismatch nothing is
+/// left in `buf` and the count is returned as the error).
+pub(crate) fn encode_record_with(
+    buf: &mut Vec<u8>,
+    epoch: u64,
+    end_offset: u64,
+    payload_len: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+) -> Result<(), usize> {
+    let start = buf.len();
+    buf.reserve(RECORD_HEADER_LEN as usize + payload_len);
+    buf.extend_from_slice(&[0u8; 4]);
     // Callers check MAX_PAYLOAD first, so the length fits in u32.
-    header[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
-    header[8..16].copy_from_slice(&epoch.to_le_bytes());
-    header[16..24].copy_from_slice(&end_offset.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[4..]), payload);
-    header[..4].copy_from_slice(&crc.to_le_bytes());
-    buf.reserve(header.len() + payload.len());
-    buf.extend_from_slice(&header);
-    buf.extend_from_slice(payload);
+    buf.extend_from_slice(&(payload_len as u32).to_le_bytes());
+    buf.extend_from_slice(&epoch.to_le_bytes());
+    buf.extend_from_slice(&end_offset.to_le_bytes());
+    write(buf);
+    let written = buf.len() - start - RECORD_HEADER_LEN as usize;
+    if written != payload_len {
+        buf.truncate(start);
+        return Err(written);
+    }
+    let crc = crc32c::crc32c(&buf[start + 4..]);
+    buf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+    Ok(())
 }
 
 /// Fixed-size record header as read from disk, not yet trusted.
@@ -223,6 +246,16 @@ mod tests {
             );
         }
         assert!(decode_at(&buf, 101).is_err(), "misplaced record accepted");
+    }
+
+    #[test]
+    fn a_payload_writer_that_breaks_its_announced_length_leaves_nothing_behind() {
+        let mut buf = b"earlier".to_vec();
+        let short = encode_record_with(&mut buf, 1, 200, 5, |b| b.extend_from_slice(b"hey"));
+        assert_eq!(short, Err(3));
+        let long = encode_record_with(&mut buf, 1, 200, 2, |b| b.extend_from_slice(b"hey"));
+        assert_eq!(long, Err(3));
+        assert_eq!(buf, b"earlier", "the buffer is as it was");
     }
 
     #[test]

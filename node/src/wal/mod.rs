@@ -527,6 +527,19 @@ impl Wal {
         self.shared().push(epoch, None, payload, false)
     }
 
+    /// [`Wal::append_deferred`] with the payload written by `write` straight
+    /// into the log's buffer: exactly `payload_len` bytes, or the append
+    /// fails and nothing of it is logged.
+    pub fn append_deferred_with(
+        &self,
+        epoch: u64,
+        payload_len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<u64, WalError> {
+        self.shared()
+            .push_with(epoch, None, payload_len, write, false)
+    }
+
     /// Wake the writer for records appended with [`Wal::append_deferred`].
     pub fn kick(&self) {
         self.shared().kick();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::format::{
-    MAX_PAYLOAD, RECORD_HEADER_LEN, RecordHeader, SEGMENT_HEADER_LEN, encode_record_into,
+    MAX_PAYLOAD, RECORD_HEADER_LEN, RecordHeader, SEGMENT_HEADER_LEN, encode_record_with,
     encoded_len, segment_header,
 };
 use super::{Chunk, FsyncPolicy, Io, MAX_PENDING_BYTES, Segment, Shared, State, WalError};
@@ -24,13 +24,32 @@ impl Shared {
         payload: &[u8],
         wake_writer: bool,
     ) -> Result<u64, WalError> {
-        if payload.len() > MAX_PAYLOAD {
+        self.push_with(
+            epoch,
+            expected_end,
+            payload.len(),
+            |buf| buf.extend_from_slice(payload),
+            wake_writer,
+        )
+    }
+
+    /// [`Self::push`] with the payload written by `write` straight into the
+    /// pending buffer (exactly `payload_len` bytes, checked).
+    pub(crate) fn push_with(
+        &self,
+        epoch: u64,
+        expected_end: Option<u64>,
+        payload_len: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+        wake_writer: bool,
+    ) -> Result<u64, WalError> {
+        if payload_len > MAX_PAYLOAD {
             return Err(WalError::TooLarge {
-                len: payload.len(),
+                len: payload_len,
                 max: MAX_PAYLOAD,
             });
         }
-        let len = encoded_len(payload.len());
+        let len = encoded_len(payload_len);
         let mut guard = self.state.lock();
         loop {
             guard.check_open()?;
@@ -60,21 +79,35 @@ impl Shared {
             st.segments
                 .push_back(Segment::new(&self.opts.dir, st.appended));
         }
-        let Some(tail) = st.segments.back_mut() else {
+        let Some(seg_start) = st.segments.back().map(|tail| tail.start) else {
             return Err(WalError::Failed("no tail segment".to_string()));
         };
-        let seg_start = tail.start;
-        tail.note_record(end);
-        let chunk = match st.pending.last_mut() {
-            Some(chunk) if chunk.seg_start == seg_start => chunk,
-            _ => {
-                let buf = st.spare.pop().unwrap_or_default();
-                st.pending.push(Chunk { seg_start, buf });
-                let last = st.pending.len() - 1;
-                &mut st.pending[last]
+        let new_chunk = st
+            .pending
+            .last()
+            .is_none_or(|chunk| chunk.seg_start != seg_start);
+        if new_chunk {
+            let buf = st.spare.pop().unwrap_or_default();
+            st.pending.push(Chunk { seg_start, buf });
+        }
+        let last = st.pending.len() - 1;
+        if let Err(written) =
+            encode_record_with(&mut st.pending[last].buf, epoch, end, payload_len, write)
+        {
+            // Nothing of the record is buffered: undo the bookkeeping.
+            if new_chunk && let Some(chunk) = st.pending.pop() {
+                st.spare.push(chunk.buf);
             }
-        };
-        encode_record_into(&mut chunk.buf, epoch, end, payload);
+            if needs_roll {
+                st.segments.pop_back();
+            }
+            return Err(WalError::Failed(format!(
+                "record encoder wrote {written} bytes after announcing {payload_len}"
+            )));
+        }
+        if let Some(tail) = st.segments.back_mut() {
+            tail.note_record(end);
+        }
         st.pending_bytes += len as usize;
         st.appended = end;
         st.last_epoch = epoch;
