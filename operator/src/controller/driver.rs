@@ -25,6 +25,7 @@ use tokio::sync::{Notify, watch};
 
 use super::{Context, members, publish, publish_about, selector_string, status};
 use crate::brain::{Event, FailoverReason, Plan, RoleLabel, Settings, Step};
+use crate::build::pod::RESTART_HASH_ANNOTATION;
 use crate::coordination::admin::AdminToken;
 use crate::coordination::{self, Driver, Member, PassInput, ProbeTracker};
 use crate::crd::{MemberStatus, ReplicatedStore, ReplicatedStoreStatus};
@@ -261,11 +262,21 @@ pub(crate) async fn pass(
             .and_then(|sts| sts.spec.as_ref())
             .and_then(|spec| spec.replicas)
             .unwrap_or(0);
+        // The template's restart hash: the one of the revision the
+        // StatefulSet creates pods at (it is part of that template).
+        let restart_hash = sts
+            .as_ref()
+            .and_then(|sts| sts.spec.as_ref())
+            .and_then(|spec| spec.template.metadata.as_ref())
+            .and_then(|meta| meta.annotations.as_ref())
+            .and_then(|a| a.get(RESTART_HASH_ANNOTATION))
+            .cloned();
         let update_revision = sts
             .and_then(|sts| sts.status)
             .and_then(|st| st.update_revision);
         let step = rollout::plan(&RolloutInput {
             update_revision,
+            restart_hash,
             replicas,
             members: rollout_members(&pods.items, &outcome.members),
             leader: outcome.plan.record.leader.clone(),
@@ -355,6 +366,7 @@ fn rollout_members(pods: &[Pod], members: &[MemberStatus]) -> Vec<RolloutMember>
                 name: m.name.clone(),
                 ordinal,
                 revision: pod.labels().get(REVISION_LABEL).cloned(),
+                restart_hash: pod.annotations().get(RESTART_HASH_ANNOTATION).cloned(),
                 ready: m.ready,
                 being_deleted: pod.metadata.deletion_timestamp.is_some(),
                 lag_bytes: m.lag_bytes.and_then(|l| u64::try_from(l).ok()),
