@@ -474,6 +474,11 @@ pub struct MemberStatus {
     /// rolling update shows who runs what.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    /// Whether the replication settings the member reports are the spec's
+    /// (they are applied live, without a restart); absent when it does not
+    /// report them (unreachable, or a node older than the feature).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings_in_sync: Option<bool>,
 }
 
 /// The CRD as YAML, exactly as committed under `crds/`.

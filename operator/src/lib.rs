@@ -16,6 +16,9 @@
 //!   brain's plans (record, act, re-probe, decide again).
 //! - [`local`]: `rstore-operator local`, the same brain over node
 //!   processes on this machine, with TCP proxies as its endpoints.
+//! - [`rollout`]: rolling updates planned purely (followers first, the
+//!   leader after a switchover); [`live_settings`]: replication settings
+//!   applied to running members through the admin API instead of a restart.
 //! - [`controller`]: `reconcile` (validate -> build -> apply -> hand over
 //!   to the store's failover driver, which probes on its own timer, runs
 //!   the brain, relabels pods and writes status), `error_policy`, `run`;
@@ -32,6 +35,7 @@ pub mod crd;
 pub mod error;
 pub mod http;
 pub mod labels;
+pub mod live_settings;
 pub mod local;
 pub mod metrics;
 pub mod render;

@@ -9,6 +9,14 @@
 //! - then a planned switchover to the most caught-up updated follower;
 //! - then the old leader, by then a follower like the others.
 //!
+//! A member whose pod runs an older revision but carries the same restart
+//! hash as the update revision (`rstore.dev/restart-hash`, see
+//! [`crate::build::pod::restart_hash`]) differs only in replication
+//! settings, which the driver applies through the admin API: it is not
+//! replaced, and the leader is not switched over for it. A pod without the
+//! annotation (created by an operator that did not set it) is replaced
+//! whenever its revision differs, as before.
+//!
 //! A step that waits on the same member for longer than `stuck_after_ms`
 //! is reported as stuck (Degraded): the update stops there instead of
 //! tearing down the next member.
@@ -22,6 +30,8 @@ pub struct RolloutMember {
     pub ordinal: i32,
     /// The pod's `controller-revision-hash`.
     pub revision: Option<String>,
+    /// The pod's `rstore.dev/restart-hash` annotation.
+    pub restart_hash: Option<String>,
     /// Pod ready and answering in its role.
     pub ready: bool,
     pub being_deleted: bool,
@@ -35,6 +45,8 @@ pub struct RolloutMember {
 pub struct RolloutInput {
     /// The StatefulSet's `status.updateRevision`.
     pub update_revision: Option<String>,
+    /// The restart hash of the StatefulSet's pod template.
+    pub restart_hash: Option<String>,
     /// The StatefulSet's `spec.replicas`: every ordinal below it should
     /// have a member; one without (a deleted pod the StatefulSet has not
     /// recreated yet) is as unsettled as a member that is not ready.
@@ -53,7 +65,8 @@ pub struct RolloutInput {
 /// The next rollout step.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RolloutStep {
-    /// Every member runs the update revision (or there is none to reach).
+    /// Every member runs the update revision, or differs from it only in
+    /// settings applied without a restart (or there is none to reach).
     Done,
     /// Delete this pod so its StatefulSet recreates it updated.
     Delete(String),
@@ -70,7 +83,10 @@ pub fn plan(input: &RolloutInput) -> RolloutStep {
     let Some(target) = input.update_revision.as_deref() else {
         return RolloutStep::Done;
     };
-    let outdated = |m: &RolloutMember| m.revision.as_deref() != Some(target);
+    let outdated = |m: &RolloutMember| {
+        m.revision.as_deref() != Some(target)
+            && (m.restart_hash.is_none() || m.restart_hash != input.restart_hash)
+    };
     if !input.members.iter().any(outdated) {
         return RolloutStep::Done;
     }
@@ -171,6 +187,7 @@ mod tests {
             name: format!("rs-{i}"),
             ordinal: i,
             revision: Some(revision.to_string()),
+            restart_hash: None,
             ready: true,
             being_deleted: false,
             lag_bytes: Some(0),
@@ -185,6 +202,7 @@ mod tests {
     fn input(members: Vec<RolloutMember>) -> RolloutInput {
         RolloutInput {
             update_revision: Some("new".into()),
+            restart_hash: None,
             replicas: i32::try_from(members.len()).unwrap(),
             members,
             leader: Some("rs-0".into()),
@@ -295,5 +313,92 @@ mod tests {
             plan(&input(members)),
             RolloutStep::Wait { member, .. } if member == "rs-0"
         ));
+    }
+
+    /// A member at `revision` whose pod carries restart hash `hash`.
+    fn hashed(i: i32, revision: &str, hash: &str) -> RolloutMember {
+        RolloutMember {
+            restart_hash: Some(hash.to_string()),
+            ..member(i, revision)
+        }
+    }
+
+    /// The StatefulSet moved to revision "new" with restart hash `hash`.
+    fn update_to(hash: &str, members: Vec<RolloutMember>) -> RolloutInput {
+        RolloutInput {
+            restart_hash: Some(hash.to_string()),
+            ..input(members)
+        }
+    }
+
+    #[test]
+    fn a_settings_only_change_restarts_no_pod() {
+        let members = (0..3).map(|i| hashed(i, "old", "h1")).collect();
+        assert_eq!(plan(&update_to("h1", members)), RolloutStep::Done);
+    }
+
+    #[test]
+    fn a_settings_only_change_neither_switches_over_nor_waits_on_anyone() {
+        // Only the leader runs the old revision: no switchover for it.
+        let mut members: Vec<RolloutMember> = (0..3).map(|i| hashed(i, "new", "h1")).collect();
+        members[0].revision = Some("old".into());
+        assert_eq!(plan(&update_to("h1", members.clone())), RolloutStep::Done);
+        // A member that is not ready is no reason to wait: nothing is replaced.
+        members[1].ready = false;
+        assert_eq!(plan(&update_to("h1", members)), RolloutStep::Done);
+    }
+
+    #[test]
+    fn an_image_change_still_restarts_followers_first_then_the_leader() {
+        let mut members: Vec<RolloutMember> = (0..3).map(|i| hashed(i, "old", "h1")).collect();
+        assert_eq!(
+            plan(&update_to("h2", members.clone())),
+            RolloutStep::Delete("rs-2".into())
+        );
+        members[2] = hashed(2, "new", "h2");
+        assert_eq!(
+            plan(&update_to("h2", members.clone())),
+            RolloutStep::Delete("rs-1".into())
+        );
+        members[1] = hashed(1, "new", "h2");
+        assert_eq!(
+            plan(&update_to("h2", members.clone())),
+            RolloutStep::Switchover("rs-1".into())
+        );
+        let mut after = update_to("h2", members);
+        after.leader = Some("rs-1".into());
+        after.members[0].label = Some(RoleLabel::Follower);
+        after.members[1].label = Some(RoleLabel::Leader);
+        assert_eq!(plan(&after), RolloutStep::Delete("rs-0".into()));
+    }
+
+    #[test]
+    fn a_pod_without_a_restart_hash_is_restarted_as_before() {
+        // Pods created before the annotation existed: a changed revision
+        // may hide any change, so they are replaced.
+        let members = (0..3).map(|i| member(i, "old")).collect();
+        assert_eq!(
+            plan(&update_to("h1", members)),
+            RolloutStep::Delete("rs-2".into())
+        );
+        // And a StatefulSet without one (an older operator wrote it) does
+        // not spare annotated pods either.
+        let members = (0..3).map(|i| hashed(i, "old", "h1")).collect();
+        assert_eq!(plan(&input(members)), RolloutStep::Delete("rs-2".into()));
+    }
+
+    #[test]
+    fn settings_changed_during_an_image_rollout_spare_only_the_members_already_on_the_new_image() {
+        // rs-2 was replaced for the new image (h2); then only the settings
+        // changed (revision "new", still h2): rs-2 stays, rs-1 is next.
+        let members = vec![
+            hashed(0, "old", "h1"),
+            hashed(1, "old", "h1"),
+            hashed(2, "mid", "h2"),
+        ];
+        assert_eq!(
+            plan(&update_to("h2", members)),
+            RolloutStep::Delete("rs-1".into())
+        );
     }
 }

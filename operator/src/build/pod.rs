@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::statefulset::DATA_VOLUME;
-use crate::crd::{AntiAffinity, ReplicationMode};
+use crate::crd::{AntiAffinity, ReplicationSpec};
 use crate::labels;
 use crate::validate::ValidatedStore;
 
@@ -40,31 +40,67 @@ pub const NODE_ID_ENV: &str = "RSTORE_NODE_ID";
 /// shows in the pod spec or the process list.
 pub fn node_args(store: &ValidatedStore) -> Vec<String> {
     let repl = &store.spec.replication;
-    let mut args = vec![
+    vec![
         format!("--listen=0.0.0.0:{}", labels::RESP_PORT),
         format!("--repl-listen=0.0.0.0:{}", labels::REPL_PORT),
         format!("--admin-listen=0.0.0.0:{}", labels::ADMIN_PORT),
         format!("--data-dir={DATA_DIR}"),
         format!("--node-id=$({NODE_ID_ENV})"),
+        // Every replication setting, whatever the mode: the node's own
+        // defaults differ from the spec's, and the operator compares what
+        // a node reports with the spec to push changes live.
         format!("--replication-mode={}", repl.mode.as_str()),
-    ];
-    if repl.mode == ReplicationMode::SemiSync {
-        args.push(format!("--sync-replicas={}", repl.sync_replicas));
-    }
-    if repl.mode != ReplicationMode::Async {
-        args.push(format!("--sync-timeout={}", repl.sync_timeout_ms));
-        args.push(format!(
-            "--on-sync-timeout={}",
-            repl.on_sync_timeout.as_str()
-        ));
-        args.push(format!("--ack-level={}", repl.ack_level.as_str()));
-    }
-    args.push(format!("--fsync={}", store.spec.durability.fsync));
-    args
+        format!("--sync-replicas={}", repl.sync_replicas),
+        format!("--sync-timeout={}", repl.sync_timeout_ms),
+        format!("--on-sync-timeout={}", repl.on_sync_timeout.as_str()),
+        format!("--ack-level={}", repl.ack_level.as_str()),
+        format!("--fsync={}", store.spec.durability.fsync),
+    ]
 }
 
-/// The pod template of the StatefulSet.
+/// Pod template annotation: the hash of the template with the replication
+/// settings left out. Those settings are applied to running members
+/// through the admin API (`POST /config`), so a pod whose restart hash
+/// equals the StatefulSet's needs no restart even when its revision is
+/// older (see [`crate::rollout`]).
+pub const RESTART_HASH_ANNOTATION: &str = "rstore.dev/restart-hash";
+
+/// The restart hash of `store`'s pod template: FNV-1a (64 bits, hex) of
+/// the template built with [`ReplicationSpec::default`] in place of the
+/// spec's replication settings, so changing only those leaves it as it is.
+/// Stable across builds and platforms (not `std`'s hasher, whose output
+/// may change between Rust releases).
+pub fn restart_hash(store: &ValidatedStore) -> String {
+    let mut normalized = store.clone();
+    normalized.spec.replication = ReplicationSpec::default();
+    // A PodTemplateSpec always serializes; the fallback only keeps this
+    // total (an empty document hashes like any other constant).
+    let bytes = serde_json::to_vec(&template_without_hash(&normalized)).unwrap_or_default();
+    format!("{:016x}", fnv1a64(&bytes))
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    bytes
+        .iter()
+        .fold(OFFSET, |h, b| (h ^ u64::from(*b)).wrapping_mul(PRIME))
+}
+
+/// The pod template of the StatefulSet, annotated with its
+/// [`restart_hash`].
 pub fn template(store: &ValidatedStore) -> PodTemplateSpec {
+    let mut template = template_without_hash(store);
+    if let Some(meta) = template.metadata.as_mut() {
+        meta.annotations = Some(BTreeMap::from([(
+            RESTART_HASH_ANNOTATION.to_string(),
+            restart_hash(store),
+        )]));
+    }
+    template
+}
+
+fn template_without_hash(store: &ValidatedStore) -> PodTemplateSpec {
     let scheduling = &store.spec.scheduling;
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
@@ -346,13 +382,52 @@ mod tests {
             "  replicas: 5\n  replication: {mode: sync, syncTimeoutMs: 250, onSyncTimeout: degrade, ackLevel: durable}\n  durability: {fsync: 'interval:20'}",
         ));
         assert!(args.contains(&"--replication-mode=sync".to_string()));
-        assert!(!args.iter().any(|a| a.starts_with("--sync-replicas")));
         assert!(args.contains(&"--sync-timeout=250".to_string()));
         assert!(args.contains(&"--on-sync-timeout=degrade".to_string()));
         assert!(args.contains(&"--ack-level=durable".to_string()));
         assert!(args.contains(&"--fsync=interval:20".to_string()));
+        assert!(args.contains(&"--sync-replicas=1".to_string()));
+        // Async too: a node left at its own defaults would differ from the
+        // spec, and the operator would push settings to every new pod.
         let async_args = node_args(&store("  replication: {mode: async}"));
-        assert!(!async_args.iter().any(|a| a.starts_with("--ack-level")));
+        assert!(async_args.contains(&"--ack-level=received".to_string()));
+        assert!(async_args.contains(&"--sync-timeout=1000".to_string()));
+    }
+
+    fn hash_of(spec: &str) -> String {
+        let t = template(&store(spec));
+        t.metadata.unwrap().annotations.unwrap()[RESTART_HASH_ANNOTATION].clone()
+    }
+
+    #[test]
+    fn replication_settings_leave_the_restart_hash_alone() {
+        let base = hash_of("  replicas: 3");
+        assert_eq!(base.len(), 16);
+        for changed in [
+            "  replicas: 3\n  replication: {mode: sync}",
+            "  replicas: 3\n  replication: {mode: async, syncTimeoutMs: 9}",
+            "  replicas: 3\n  replication: {syncReplicas: 2, onSyncTimeout: degrade, ackLevel: applied}",
+        ] {
+            assert_eq!(hash_of(changed), base, "{changed}");
+        }
+        // The args still carry them, so a new pod starts with them.
+        let t = template(&store("  replicas: 3\n  replication: {mode: sync}"));
+        let args = t.spec.unwrap().containers[0].args.clone().unwrap();
+        assert!(args.contains(&"--replication-mode=sync".to_string()));
+    }
+
+    #[test]
+    fn anything_else_changes_the_restart_hash() {
+        let base = hash_of("  replicas: 3");
+        for changed in [
+            "  replicas: 3\n  image: rstore:next",
+            "  replicas: 3\n  durability: {fsync: always}",
+            "  replicas: 3\n  resources: {limits: {memory: 1Gi}}",
+            "  replicas: 3\n  scheduling: {antiAffinity: required}",
+        ] {
+            assert_ne!(hash_of(changed), base, "{changed}");
+        }
+        assert_eq!(hash_of("  replicas: 3"), base, "deterministic");
     }
 
     #[test]

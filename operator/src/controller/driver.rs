@@ -10,7 +10,7 @@
 //! it is read back with a consistent GET at the start of every pass, so a
 //! restarted operator resumes from exactly what the last pass wrote.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,13 +25,16 @@ use tokio::sync::{Notify, watch};
 
 use super::{Context, members, publish, publish_about, selector_string, status};
 use crate::brain::{Event, FailoverReason, Plan, RoleLabel, Settings, Step};
+use crate::build::pod::RESTART_HASH_ANNOTATION;
 use crate::coordination::admin::AdminToken;
 use crate::coordination::{self, Driver, Member, PassInput, ProbeTracker};
 use crate::crd::{MemberStatus, ReplicatedStore, ReplicatedStoreStatus};
 use crate::error::Error;
 use crate::labels::{self, ROLE_LABEL};
+use crate::live_settings;
 use crate::rollout::{self, RolloutInput, RolloutMember, RolloutStep};
 use crate::validate::{ValidatedStore, validate};
+use rstore_node::admin::{ReplicationSettings, StatusResponse};
 
 /// Annotation requesting a planned switchover to the named pod.
 pub const SWITCHOVER_ANNOTATION: &str = "rstore.dev/switchover-to";
@@ -46,7 +49,28 @@ pub(crate) struct TaskState {
     pub rollout_wait: Option<(String, u64)>,
     /// A switchover the rolling update asked for.
     pub rollout_switchover: Option<String>,
+    /// Replication settings: what each member last reported, the leader's
+    /// before the operator last changed them, and refused changes.
+    pub live: LiveSettings,
 }
+
+/// What the driver remembers about live replication settings.
+#[derive(Default)]
+pub(crate) struct LiveSettings {
+    /// Settings each member reported at its last good probe.
+    reported: HashMap<String, ReplicationSettings>,
+    /// The leader's settings before the driver changed them, and when
+    /// (unix ms): writes it acknowledged just before may not meet the new
+    /// rule yet, so a failover soon after counts them too.
+    leader_before: Option<(ReplicationSettings, u64)>,
+    /// Members that refused the settings: what was tried, and when.
+    refused: HashMap<String, (ReplicationSettings, u64)>,
+}
+
+/// How long a leader's previous settings still count for a failover.
+const SETTINGS_HISTORY_MS: u64 = 60_000;
+/// How long before a refused settings change is tried again.
+const SETTINGS_RETRY_MS: u64 = 10_000;
 
 /// A running driver task.
 struct Handle {
@@ -102,11 +126,7 @@ pub fn settings(store: &ValidatedStore) -> Settings {
     let spec = &store.spec;
     Settings {
         replicas: u32::try_from(spec.replicas).unwrap_or(1),
-        mode: match spec.replication.mode {
-            crate::crd::ReplicationMode::Async => rstore_node::admin::ReplicationMode::Async,
-            crate::crd::ReplicationMode::SemiSync => rstore_node::admin::ReplicationMode::SemiSync,
-            crate::crd::ReplicationMode::Sync => rstore_node::admin::ReplicationMode::Sync,
-        },
+        mode: live_settings::mode(spec.replication.mode),
         sync_replicas: u32::try_from(spec.replication.sync_replicas).unwrap_or(1),
         failure_threshold: u32::try_from(spec.failover.failure_threshold).unwrap_or(3),
         ..Settings::default()
@@ -156,6 +176,7 @@ pub(crate) async fn pass(
         token,
         rollout_wait,
         rollout_switchover,
+        live,
     } = state;
     let name = &validated.name;
     let namespace = &validated.namespace;
@@ -185,6 +206,10 @@ pub(crate) async fn pass(
     }
     let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
     tracker.retain(&names);
+    live.reported
+        .retain(|name, _| names.contains(&name.as_str()));
+    live.refused
+        .retain(|name, _| names.contains(&name.as_str()));
     let probes = coordination::probe_all(
         ctx.admin.as_ref(),
         &members,
@@ -194,7 +219,26 @@ pub(crate) async fn pass(
     let now = coordination::now_ms();
     for (member, probe) in members.iter().zip(&probes) {
         tracker.record(&member.name, probe, now);
+        if let Ok(reported) = probe
+            && let Some(settings) = &reported.settings
+        {
+            live.reported.insert(member.name.clone(), *settings);
+        }
     }
+    if live
+        .leader_before
+        .as_ref()
+        .is_some_and(|(_, at)| now.saturating_sub(*at) > SETTINGS_HISTORY_MS)
+    {
+        live.leader_before = None;
+    }
+    let desired_settings = live_settings::desired(&validated.spec.replication);
+    let mut brain_settings = settings(validated);
+    (brain_settings.mode, brain_settings.sync_replicas) = live_settings::for_failover(
+        (brain_settings.mode, brain_settings.sync_replicas),
+        previous.leader.as_ref().and_then(|l| live.reported.get(l)),
+        live.leader_before.as_ref().map(|(s, _)| s),
+    );
     let requested = store.annotations().get(SWITCHOVER_ANNOTATION).cloned();
     let switchover_to = requested.clone().or_else(|| rollout_switchover.clone());
     // The spec as stored may be invalid now; the last valid one drives the
@@ -209,6 +253,7 @@ pub(crate) async fn pass(
         last: Mutex::new(previous.clone()),
         invalid: invalid.clone(),
         rollout: Mutex::new(None),
+        settings_in_sync: Mutex::new(in_sync(&members, &probes, &desired_settings)),
         revisions: pods
             .items
             .iter()
@@ -224,9 +269,9 @@ pub(crate) async fn pass(
         ctx.admin.as_ref(),
         &driver,
         PassInput {
-            settings: settings(validated),
-            members,
-            probes,
+            settings: brain_settings,
+            members: members.clone(),
+            probes: probes.clone(),
             recorded: status::recorded(&previous),
             switchover_to: switchover_to.clone(),
             tracker,
@@ -261,11 +306,21 @@ pub(crate) async fn pass(
             .and_then(|sts| sts.spec.as_ref())
             .and_then(|spec| spec.replicas)
             .unwrap_or(0);
+        // The template's restart hash: the one of the revision the
+        // StatefulSet creates pods at (it is part of that template).
+        let restart_hash = sts
+            .as_ref()
+            .and_then(|sts| sts.spec.as_ref())
+            .and_then(|spec| spec.template.metadata.as_ref())
+            .and_then(|meta| meta.annotations.as_ref())
+            .and_then(|a| a.get(RESTART_HASH_ANNOTATION))
+            .cloned();
         let update_revision = sts
             .and_then(|sts| sts.status)
             .and_then(|st| st.update_revision);
         let step = rollout::plan(&RolloutInput {
             update_revision,
+            restart_hash,
             replicas,
             members: rollout_members(&pods.items, &outcome.members),
             leader: outcome.plan.record.leader.clone(),
@@ -304,6 +359,23 @@ pub(crate) async fn pass(
     if let Ok(mut r) = driver.rollout.lock() {
         *r = step;
     }
+    // Settings are pushed outside a failover: during one, the brain alone
+    // talks to the members.
+    if outcome.plan.record.failover.is_none() {
+        let synced = apply_settings(
+            ctx,
+            &store,
+            &members,
+            &probes,
+            &desired_settings,
+            outcome.plan.record.leader.as_deref(),
+            live,
+        )
+        .await;
+        if let Ok(mut map) = driver.settings_in_sync.lock() {
+            map.extend(synced);
+        }
+    }
     // The final status of the pass (members and conditions move even when
     // the brain's record does not).
     driver
@@ -336,6 +408,100 @@ pub(crate) async fn pass(
     Ok(Some(outcome.plan.record.failover.is_some()))
 }
 
+/// Whether each member that reports its settings runs `desired`.
+fn in_sync(
+    members: &[Member],
+    probes: &[Result<StatusResponse, String>],
+    desired: &ReplicationSettings,
+) -> BTreeMap<String, bool> {
+    members
+        .iter()
+        .zip(probes)
+        .filter_map(|(m, p)| {
+            let reported = p.as_ref().ok()?.settings.as_ref()?;
+            Some((m.name.clone(), reported == desired))
+        })
+        .collect()
+}
+
+/// Push `desired` to every member that reports other settings, the leader
+/// first (`POST /config`, applied live and persisted by the node). Returns
+/// whether each member it called is in sync now. A refusal (the node
+/// finds the settings invalid) is a Warning event once per member and
+/// settings, retried every [`SETTINGS_RETRY_MS`].
+async fn apply_settings(
+    ctx: &Context,
+    store: &ReplicatedStore,
+    members: &[Member],
+    probes: &[Result<StatusResponse, String>],
+    desired: &ReplicationSettings,
+    leader: Option<&str>,
+    live: &mut LiveSettings,
+) -> BTreeMap<String, bool> {
+    let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+    live.refused.retain(|_, (tried, _)| tried == desired);
+    let now = coordination::now_ms();
+    let mut synced = BTreeMap::new();
+    for outdated in live_settings::outdated(&names, probes, desired, leader) {
+        let Some(member) = members.get(outdated.index) else {
+            continue;
+        };
+        let name = &member.name;
+        let retry_at = live.refused.get(name).map(|(_, at)| at + SETTINGS_RETRY_MS);
+        if retry_at.is_some_and(|at| now < at) {
+            continue;
+        }
+        let change = format!(
+            "{} -> {}",
+            live_settings::describe(&outdated.current),
+            live_settings::describe(desired)
+        );
+        match ctx.admin.set_config(member, desired).await {
+            Ok(in_force) => {
+                live.refused.remove(name);
+                if Some(name.as_str()) == leader {
+                    live.leader_before = Some((outdated.current, now));
+                }
+                live.reported.insert(name.clone(), in_force);
+                synced.insert(name.clone(), in_force == *desired);
+                ctx.metrics.member_action("configure", true);
+                tracing::info!(member = %name, "replication settings applied: {change}");
+                publish_about(
+                    ctx,
+                    store,
+                    Some(name),
+                    EventType::Normal,
+                    "SettingsApplied",
+                    "Configure",
+                    format!("{name}: {change}"),
+                )
+                .await;
+            }
+            Err(err) => {
+                ctx.metrics.member_action("configure", false);
+                let first = retry_at.is_none();
+                live.refused.insert(name.clone(), (*desired, now));
+                if first {
+                    tracing::warn!(member = %name, %err, "replication settings not applied: {change}");
+                    publish_about(
+                        ctx,
+                        store,
+                        Some(name),
+                        EventType::Warning,
+                        "SettingsFailed",
+                        "Configure",
+                        format!("{name}: {change}: {err}"),
+                    )
+                    .await;
+                } else {
+                    tracing::debug!(member = %name, %err, "replication settings still not applied");
+                }
+            }
+        }
+    }
+    synced
+}
+
 /// A follower further behind than this is not caught up (rolling update).
 const ROLLOUT_MAX_LAG_BYTES: u64 = 1 << 20;
 /// A rolling update waiting this long on one member is stuck.
@@ -355,6 +521,7 @@ fn rollout_members(pods: &[Pod], members: &[MemberStatus]) -> Vec<RolloutMember>
                 name: m.name.clone(),
                 ordinal,
                 revision: pod.labels().get(REVISION_LABEL).cloned(),
+                restart_hash: pod.annotations().get(RESTART_HASH_ANNOTATION).cloned(),
                 ready: m.ready,
                 being_deleted: pod.metadata.deletion_timestamp.is_some(),
                 lag_bytes: m.lag_bytes.and_then(|l| u64::try_from(l).ok()),
@@ -494,7 +661,9 @@ struct KubeDriver {
     /// The rolling update's step this pass, for conditions.
     rollout: Mutex<Option<RolloutStep>>,
     /// Pod name -> StatefulSet revision it runs.
-    revisions: std::collections::BTreeMap<String, String>,
+    revisions: BTreeMap<String, String>,
+    /// Pod name -> whether its node runs the spec's replication settings.
+    settings_in_sync: Mutex<BTreeMap<String, bool>>,
 }
 
 impl KubeDriver {
@@ -507,10 +676,16 @@ impl KubeDriver {
         let generation = self.store.metadata.generation;
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let rollout = self.rollout.lock().ok().and_then(|r| r.clone());
+        let in_sync = self
+            .settings_in_sync
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
         let members: Vec<MemberStatus> = members
             .iter()
             .map(|m| MemberStatus {
                 revision: self.revisions.get(&m.name).cloned(),
+                settings_in_sync: in_sync.get(&m.name).copied(),
                 ..m.clone()
             })
             .collect();

@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::coordination::fake::FakeNodes;
+use crate::live_settings as live;
 use crate::validate::validate;
+use rstore_node::admin::ReplicationSettings;
 
 /// One request the operator sent.
 #[derive(Debug, Clone)]
@@ -121,6 +123,14 @@ impl FakeApi {
 
     fn set_object_status(&self, path: &str, status: Value) {
         self.state.lock().unwrap().objects.get_mut(path).unwrap()["status"] = status;
+    }
+
+    /// The user edits the spec (its generation moves on).
+    fn set_spec(&self, spec: Value) {
+        let mut state = self.state.lock().unwrap();
+        state.store["spec"] = spec;
+        let generation = state.store["metadata"]["generation"].as_i64().unwrap_or(1);
+        state.store["metadata"]["generation"] = json!(generation + 1);
     }
 
     fn annotate(&self, key: &str, value: &str) {
@@ -771,4 +781,176 @@ async fn a_rolling_update_replaces_followers_first_and_the_leader_after_a_switch
     assert_ne!(status.leader.as_deref(), Some("rs-0"));
     assert_eq!(condition(&status, "Available").status, "True");
     assert_eq!(sc.api.label("rs-0").as_deref(), Some("follower"));
+}
+
+// ------------------------------------------------------- live settings
+
+const HASH_PATH: &str = "/spec/template/metadata/annotations/rstore.dev~1restart-hash";
+
+/// The restart hash of the template the last reconcile applied.
+fn applied_restart_hash(api: &FakeApi) -> String {
+    api.state.lock().unwrap().objects[STS]
+        .pointer(HASH_PATH)
+        .and_then(Value::as_str)
+        .unwrap()
+        .to_string()
+}
+
+/// A pod at `revision` created from a template with restart hash `hash`.
+fn hashed(i: i32, role: Option<&str>, revision: &str, hash: &str) -> Value {
+    let mut p = revisioned(i, role, revision);
+    p["metadata"]["annotations"] = json!({ "rstore.dev/restart-hash": hash });
+    p
+}
+
+/// A healthy cluster of pods at revision "old" from the applied template,
+/// whose nodes report `reported` (the spec's settings when `None`).
+async fn settled_with_settings(spec: Value, reported: Option<ReplicationSettings>) -> Scenario {
+    let mut sc = Scenario::new(spec, 3);
+    sc.reconcile().await;
+    let desired = live::desired(&sc.api.store().spec.replication);
+    sc.nodes.report_settings(&reported.unwrap_or(desired));
+    let hash = applied_restart_hash(&sc.api);
+    sc.api
+        .set_pods((0..3).map(|i| hashed(i, None, "old", &hash)).collect());
+    sc.api
+        .set_object_status(STS, json!({"updateRevision": "old", "replicas": 3}));
+    sc.settle(5).await;
+    assert_eq!(sc.api.status().leader.as_deref(), Some("rs-0"));
+    sc
+}
+
+fn config_calls(nodes: &FakeNodes) -> Vec<String> {
+    nodes
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("config"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_settings_change_is_applied_through_the_admin_api_without_restarting_pods() {
+    let mut sc = settled_with_settings(json!({}), None).await;
+    assert!(config_calls(&sc.nodes).is_empty(), "in sync from the start");
+    let hash = applied_restart_hash(&sc.api);
+
+    sc.api
+        .set_spec(json!({"replication": {"mode": "sync", "syncTimeoutMs": 250}}));
+    sc.reconcile().await;
+    assert_eq!(
+        applied_restart_hash(&sc.api),
+        hash,
+        "settings are not part of the restart hash"
+    );
+    // The template's args changed: the StatefulSet has a new revision.
+    sc.api
+        .set_object_status(STS, json!({"updateRevision": "new", "replicas": 3}));
+    let seen = sc.settle(5).await;
+
+    assert!(
+        !seen.iter().any(|s| s.method == "DELETE"),
+        "no pod is deleted"
+    );
+    let want = live::desired(&sc.api.store().spec.replication);
+    assert_eq!(want.mode, rstore_node::admin::ReplicationMode::Sync);
+    let calls = config_calls(&sc.nodes);
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert!(
+        calls[0].starts_with("config rs-0 "),
+        "leader first: {calls:?}"
+    );
+    for i in 0..3 {
+        assert_eq!(sc.nodes.settings(&format!("rs-{i}")), Some(want));
+    }
+    let applied: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.is("POST", EVENTS) && s.body["reason"] == "SettingsApplied")
+        .collect();
+    assert_eq!(applied.len(), 3);
+    let note = applied[0].body["note"].as_str().unwrap();
+    assert!(
+        note.contains("semi-sync") && note.contains("-> sync") && note.contains("250 ms"),
+        "{note}"
+    );
+    let status = sc.api.status();
+    assert!(
+        status
+            .members
+            .iter()
+            .all(|m| m.settings_in_sync == Some(true)),
+        "{:?}",
+        status.members
+    );
+    assert_eq!(condition(&status, "Progressing").reason, "UpToDate");
+    assert_eq!(status.leader.as_deref(), Some("rs-0"), "no switchover");
+
+    // Settled: a pass only reads.
+    let seen = sc.pass().await;
+    assert!(seen.iter().all(|s| s.method == "GET"), "{seen:#?}");
+    assert_eq!(config_calls(&sc.nodes).len(), 3);
+}
+
+#[tokio::test]
+async fn an_image_change_still_replaces_pods_that_carry_a_restart_hash() {
+    let mut sc = settled_with_settings(json!({}), None).await;
+    let hash = applied_restart_hash(&sc.api);
+    sc.api.set_spec(json!({"image": "rstore:next"}));
+    sc.reconcile().await;
+    assert_ne!(applied_restart_hash(&sc.api), hash);
+    sc.api
+        .set_object_status(STS, json!({"updateRevision": "new", "replicas": 3}));
+    let seen = sc.pass().await;
+    let deleted: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.method == "DELETE")
+        .map(|s| s.path.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(deleted, ["rs-2"], "followers first, as before");
+    assert!(config_calls(&sc.nodes).is_empty());
+}
+
+#[tokio::test]
+async fn members_that_report_no_settings_are_left_alone() {
+    // Nodes older than POST /config: nothing to compare, nothing pushed.
+    let mut sc = Scenario::new(json!({}), 3);
+    sc.reconcile().await;
+    sc.settle(5).await;
+    sc.api.set_spec(json!({"replication": {"mode": "sync"}}));
+    let seen = sc.settle(3).await;
+    assert!(config_calls(&sc.nodes).is_empty());
+    assert!(!events(&seen).contains(&"SettingsApplied".to_string()));
+    assert!(
+        sc.api
+            .status()
+            .members
+            .iter()
+            .all(|m| m.settings_in_sync.is_none())
+    );
+}
+
+#[tokio::test]
+async fn a_refused_settings_change_is_reported_once_and_retried_later() {
+    let mut sc = settled_with_settings(json!({}), None).await;
+    sc.nodes.refuse_config("rs-1", "sync_timeout_ms too large");
+    sc.api
+        .set_spec(json!({"replication": {"syncTimeoutMs": 250}}));
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.extend(sc.pass().await);
+    }
+    let failed = events(&seen)
+        .into_iter()
+        .filter(|e| e == "SettingsFailed")
+        .count();
+    assert_eq!(failed, 1, "one warning, not one per pass");
+    let tries = config_calls(&sc.nodes)
+        .iter()
+        .filter(|c| c.starts_with("config rs-1 "))
+        .count();
+    assert_eq!(tries, 1, "not retried every probe period");
+    let status = sc.api.status();
+    let rs1 = status.members.iter().find(|m| m.name == "rs-1").unwrap();
+    assert_eq!(rs1.settings_in_sync, Some(false));
+    // The others took it.
+    assert_eq!(sc.nodes.settings("rs-0").unwrap().sync_timeout_ms, 250);
 }

@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use rstore_node::admin::{AdminClient, AdminError, FenceResponse, StatusResponse};
+use rstore_node::admin::{
+    AdminClient, AdminError, FenceResponse, ReplicationSettings, StatusResponse,
+};
 
 use crate::brain::{Presence, RoleLabel};
 
@@ -42,7 +44,7 @@ impl std::fmt::Debug for AdminToken {
     }
 }
 
-/// Admin operations coordination needs. Object-safe so the controller can
+/// Admin operations coordination (and the live settings) need. Object-safe so the controller can
 /// hold any implementation behind an `Arc<dyn NodeAdmin>`.
 pub trait NodeAdmin: Send + Sync {
     fn status<'a>(
@@ -65,6 +67,13 @@ pub trait NodeAdmin: Send + Sync {
         member: &'a Member,
         epoch: u64,
     ) -> BoxFuture<'a, Result<FenceResponse, AdminError>>;
+    /// Apply replication settings live (`POST /config`); the node persists
+    /// them and answers with the settings now in force.
+    fn set_config<'a>(
+        &'a self,
+        member: &'a Member,
+        settings: &'a ReplicationSettings,
+    ) -> BoxFuture<'a, Result<ReplicationSettings, AdminError>>;
 }
 
 /// [`NodeAdmin`] over HTTP with the node crate's [`AdminClient`]. One
@@ -148,5 +157,13 @@ impl NodeAdmin for HttpNodeAdmin {
         epoch: u64,
     ) -> BoxFuture<'a, Result<FenceResponse, AdminError>> {
         Box::pin(async move { self.client(member, false).fence(epoch).await })
+    }
+
+    fn set_config<'a>(
+        &'a self,
+        member: &'a Member,
+        settings: &'a ReplicationSettings,
+    ) -> BoxFuture<'a, Result<ReplicationSettings, AdminError>> {
+        Box::pin(async move { self.client(member, false).set_config(settings).await })
     }
 }

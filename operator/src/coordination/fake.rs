@@ -4,7 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use futures::future::BoxFuture;
-use rstore_node::admin::{AdminError, FenceResponse, FollowerStatus, Role, StatusResponse};
+use rstore_node::admin::{
+    AdminError, FenceResponse, FollowerStatus, ReplicationMode, ReplicationSettings, Role,
+    StatusResponse,
+};
 
 use super::admin::{Member, NodeAdmin};
 
@@ -38,6 +41,10 @@ struct Node {
     fenced: bool,
     down: bool,
     fail_promote: Option<String>,
+    /// Replication settings in force; `None`: a node too old to report
+    /// them (and to take `POST /config`).
+    settings: Option<ReplicationSettings>,
+    refuse_config: Option<String>,
 }
 
 /// In-memory nodes keyed by member name; records every mutating call.
@@ -71,6 +78,8 @@ impl FakeNodes {
                 fenced: false,
                 down: false,
                 fail_promote: None,
+                settings: None,
+                refuse_config: None,
             },
         );
     }
@@ -99,12 +108,32 @@ impl FakeNodes {
         }
     }
 
+    /// Every node reports `settings` and takes `POST /config`.
+    pub fn report_settings(&self, settings: &ReplicationSettings) {
+        for node in self.nodes.lock().unwrap().values_mut() {
+            node.settings = Some(*settings);
+        }
+    }
+
+    /// The settings `name` has in force.
+    pub fn settings(&self, name: &str) -> Option<ReplicationSettings> {
+        self.nodes.lock().unwrap().get(name)?.settings
+    }
+
+    /// Answer `POST /config` on `name` with 400 and `why`.
+    pub fn refuse_config(&self, name: &str, why: &str) {
+        if let Some(n) = self.nodes.lock().unwrap().get_mut(name) {
+            n.refuse_config = Some(why.to_string());
+        }
+    }
+
     /// Refuse mutating calls that do not carry `token` (401).
     pub fn require_token(&self, token: &str) {
         *self.token.lock().unwrap() = Some(token.to_string());
     }
 
-    /// Mutating calls so far, as `"promote rs-0 1"` / `"follow rs-1 rs-0:7379 1"`.
+    /// Mutating calls so far, as `"promote rs-0 1"` / `"follow rs-1 rs-0:7379 1"`
+    /// / `"config rs-0 sync 1"` (mode and sync replicas).
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap().clone()
     }
@@ -126,6 +155,10 @@ impl FakeNodes {
         let mut s = status(&member.name, node.role, node.epoch, node.leader.as_deref());
         s.fenced = node.fenced;
         s.last_log_epoch = node.log_epoch;
+        if let Some(settings) = &node.settings {
+            s.mode = settings.mode;
+            s.settings = Some(*settings);
+        }
         if node.role == Role::Leader {
             s.followers = nodes
                 .iter()
@@ -279,6 +312,51 @@ impl NodeAdmin for FakeNodes {
                 last_offset: 0,
                 epoch,
             })
+        })
+    }
+
+    fn set_config<'a>(
+        &'a self,
+        member: &'a Member,
+        settings: &'a ReplicationSettings,
+    ) -> BoxFuture<'a, Result<ReplicationSettings, AdminError>> {
+        Box::pin(async move {
+            let mode = match settings.mode {
+                ReplicationMode::Async => "async",
+                ReplicationMode::SemiSync => "semi-sync",
+                ReplicationMode::Sync => "sync",
+            };
+            let call = format!("config {} {mode} {}", member.name, settings.sync_replicas);
+            let mut refused = None;
+            let mut old_node = false;
+            self.mutate(member, "POST /config", call, |n| {
+                if n.settings.is_none() {
+                    old_node = true;
+                    return Err("not found".to_string());
+                }
+                if let Some(why) = &n.refuse_config {
+                    refused = Some(why.clone());
+                    return Err(why.clone());
+                }
+                n.settings = Some(*settings);
+                Ok(())
+            })
+            .map_err(|err| match (err, refused, old_node) {
+                (AdminError::Status { addr, op, .. }, Some(message), _) => AdminError::Status {
+                    addr,
+                    op,
+                    status: 400,
+                    message,
+                },
+                (AdminError::Status { addr, op, .. }, None, true) => AdminError::Status {
+                    addr,
+                    op,
+                    status: 404,
+                    message: "not found".to_string(),
+                },
+                (err, _, _) => err,
+            })?;
+            Ok(*settings)
         })
     }
 }
