@@ -5,8 +5,9 @@
 //! resource (garbage collection, volumes kept unless asked), the operator
 //! killed in the middle of a failover, operator HA (the standby takes the
 //! Lease and completes a failover), a rolling update under a continuous
-//! writer (followers first, then a switchover, then the old leader), and
-//! the members' admin API refusing calls without the token.
+//! writer (followers first, then a switchover, then the old leader), a
+//! replication settings change applied to running members without a
+//! restart, and the members' admin API refusing calls without the token.
 //!
 //! The scenarios run one at a time (they kill operator processes and
 //! measure write pauses on a 2-core machine), each bounded in time, each in
@@ -1191,6 +1192,96 @@ async fn admin_calls_without_the_token_are_refused_and_change_nothing() {
         .expect("write after");
     eprintln!(
         "day2: auth: {refused} admin calls without (or with a wrong) token refused with 401 on 3 members, none changed; scenario {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The replication settings `/status` reports for a member, through its
+/// pod IP (the admin port needs no token for reads).
+async fn member_settings(store: &Store, member: &str) -> Option<Value> {
+    let ip = store.pods.get(member).await.ok()?.status?.pod_ip?;
+    let admin: SocketAddr = format!("{ip}:8080").parse().ok()?;
+    let (code, body) = http(admin, "GET", "/config", &[], "");
+    (code == 200).then(|| serde_json::from_str(&body).ok())?
+}
+
+#[tokio::test]
+async fn a_replication_settings_change_restarts_no_pod_and_reaches_every_member() {
+    let Some(cluster) = k8s::shared() else { return };
+    let _serial = SERIAL.lock().await;
+    let started = Instant::now();
+    let store = deploy(cluster, "cfg", &Value::Null).await;
+    let st0 = store.status().await;
+    let mut before = BTreeMap::new();
+    for i in 0..3 {
+        let n = store.member(i);
+        let uid = pod_uid(&store.pods, &n).await.expect("uid");
+        before.insert(n.clone(), (uid, pod_pid(cluster, &store.ns, &n)));
+        let s = member_settings(&store, &n).await.expect("GET /config");
+        assert_eq!(s["sync_replicas"], 1, "{n}: {s}");
+    }
+
+    let writer = Writer::start(store.leader_svc, "cfg", PACE);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let t = Instant::now();
+    patch_spec(
+        cluster,
+        &store,
+        json!({"replication": {"syncReplicas": 2, "syncTimeoutMs": 3000, "ackLevel": "durable"}}),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut applied_in = None;
+    loop {
+        let mut on_all = true;
+        for i in 0..3 {
+            let s = member_settings(&store, &store.member(i)).await;
+            on_all &= s.is_some_and(|s| {
+                s["sync_replicas"] == 2
+                    && s["sync_timeout_ms"] == 3000
+                    && s["ack_level"] == "durable"
+            });
+        }
+        if on_all {
+            applied_in.get_or_insert(t.elapsed());
+            let st = store.status().await;
+            if st.members.iter().all(|m| m.settings_in_sync == Some(true)) {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the settings did not reach every member in 60 s\noperator log:\n{}",
+            operator_log(cluster.kubelet(), cluster)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = writer.stop();
+
+    // No pod was replaced and no process restarted.
+    for (n, (uid, pid)) in &before {
+        assert_eq!(
+            pod_uid(&store.pods, n).await.as_ref(),
+            Some(uid),
+            "{n} replaced"
+        );
+        assert_eq!(pod_pid(cluster, &store.ns, n), *pid, "{n} restarted");
+    }
+    let st = store.status().await;
+    assert_eq!(st.leader, st0.leader, "no switchover for a settings change");
+    assert_eq!(st.epoch, st0.epoch);
+    // Semi-sync K=2 with two followers: writes go on, and none was lost.
+    let lost = lost_writes(store.leader_svc, "cfg", &report);
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    assert!(
+        report.errors.is_empty(),
+        "writes failed during the change: {:?}",
+        report.errors
+    );
+    eprintln!(
+        "day2: settings: syncReplicas 1 -> 2 on 3 members in {:.2} s without a restart; {}; scenario {:.1} s",
+        applied_in.unwrap_or_default().as_secs_f64(),
+        report.summary(),
         started.elapsed().as_secs_f64()
     );
 }
