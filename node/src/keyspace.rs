@@ -6,10 +6,12 @@
 //! key that existed throughout, exactly as Redis promises), and the active
 //! expiry cycle walks shards round-robin.
 //!
-//! Each entry is one allocation holding key and value (`[u32 key len][key]
-//! [value]`) behind an `Arc`, plus the absolute expiry: 24 bytes per table
-//! slot, which keeps memory per key at or below Redis's, and lets a snapshot
-//! take a reference instead of a copy.
+//! Each entry is one allocation holding the value's kind, the key and the
+//! value's bytes (`[u8 kind][u32 key len][key][payload]`) behind an `Arc`,
+//! plus the absolute expiry: 24 bytes per table slot, which keeps memory per
+//! key at or below Redis's, and lets a snapshot take a reference instead of
+//! a copy. The kind costs one byte per key; [`Entry::value_ref`] reads the
+//! entry back as a [`Value`].
 
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -22,35 +24,116 @@ use crate::record::Mutation;
 /// Number of shards; a power of two.
 pub const SHARDS: usize = 1024;
 
+/// What kind of value a key holds: the one-byte tag stored with each entry
+/// (and, with the same numbering, in snapshot files, so the numbers of
+/// existing kinds never change).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ValueKind {
+    String = 0,
+}
+
+impl ValueKind {
+    /// The tag as stored.
+    pub const fn as_byte(self) -> u8 {
+        self as u8
+    }
+
+    /// The kind a stored tag names; `None` for a tag this build does not know.
+    pub const fn from_byte(byte: u8) -> Option<ValueKind> {
+        match byte {
+            0 => Some(ValueKind::String),
+            _ => None,
+        }
+    }
+}
+
+/// A borrowed view of a stored value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Value<'a> {
+    /// A Redis string: any bytes.
+    String(&'a [u8]),
+}
+
+impl<'a> Value<'a> {
+    pub fn kind(&self) -> ValueKind {
+        match self {
+            Value::String(_) => ValueKind::String,
+        }
+    }
+
+    /// The bytes stored for this value (for a string, the string itself).
+    pub fn payload(&self) -> &'a [u8] {
+        match *self {
+            Value::String(bytes) => bytes,
+        }
+    }
+
+    /// The value stored as `kind` with these bytes; the inverse of
+    /// [`Value::kind`] and [`Value::payload`].
+    pub fn from_parts(kind: ValueKind, payload: &'a [u8]) -> Value<'a> {
+        match kind {
+            ValueKind::String => Value::String(payload),
+        }
+    }
+}
+
+/// Bytes before the key in an entry's allocation: kind, key length.
+const KEY_AT: usize = 1 + 4;
+
 /// A stored key with its value and expiry.
 #[derive(Clone, Debug)]
 pub struct Entry {
+    /// `[u8 kind][u32 key len][key][payload]`.
     kv: Arc<[u8]>,
     /// Absolute expiry in Unix milliseconds; 0 = none.
     pub expire_at_ms: u64,
 }
 
 impl Entry {
-    fn new(key: &[u8], value: &[u8], expire_at_ms: u64) -> Entry {
+    fn new(key: &[u8], value: Value<'_>, expire_at_ms: u64) -> Entry {
         // One allocation of exactly the right size (the iterator is
         // TrustedLen), instead of a Vec plus a copy into the Arc.
+        let kind = value.kind().as_byte();
         let len = (key.len() as u32).to_le_bytes();
-        let kv: Arc<[u8]> = len.iter().chain(key).chain(value).copied().collect();
+        let kv: Arc<[u8]> = std::iter::once(&kind)
+            .chain(&len)
+            .chain(key)
+            .chain(value.payload())
+            .copied()
+            .collect();
         Entry { kv, expire_at_ms }
     }
 
     fn key_len(&self) -> usize {
         let mut len = [0u8; 4];
-        len.copy_from_slice(&self.kv[..4]);
+        len.copy_from_slice(&self.kv[1..KEY_AT]);
         u32::from_le_bytes(len) as usize
     }
 
     pub fn key(&self) -> &[u8] {
-        &self.kv[4..4 + self.key_len()]
+        &self.kv[KEY_AT..KEY_AT + self.key_len()]
     }
 
+    pub fn kind(&self) -> ValueKind {
+        // Only `Entry::new` writes the tag, from a `ValueKind`.
+        ValueKind::from_byte(self.kv[0]).unwrap_or(ValueKind::String)
+    }
+
+    /// The stored value.
+    pub fn value_ref(&self) -> Value<'_> {
+        Value::from_parts(self.kind(), self.payload())
+    }
+
+    /// The stored bytes: a string's contents. Every value is a string
+    /// today; once other kinds exist, callers check [`Entry::kind`] first
+    /// (or match on [`Entry::value_ref`]).
     pub fn value(&self) -> &[u8] {
-        &self.kv[4 + self.key_len()..]
+        self.payload()
+    }
+
+    fn payload(&self) -> &[u8] {
+        &self.kv[KEY_AT + self.key_len()..]
     }
 
     /// True when the entry has an expiry at or before `now_ms`.
@@ -114,7 +197,13 @@ impl Keyspace {
         self.shards[shard].table.find(hash, |e| e.key() == key)
     }
 
+    /// Store a string under `key`.
     pub fn set(&mut self, key: &[u8], value: &[u8], expire_at_ms: u64) {
+        self.set_value(key, Value::String(value), expire_at_ms);
+    }
+
+    /// Store any kind of value under `key`, replacing what was there.
+    pub fn set_value(&mut self, key: &[u8], value: Value<'_>, expire_at_ms: u64) {
         let (idx, hash) = self.locate(key);
         let hasher = &self.hasher;
         let shard = &mut self.shards[idx];
@@ -233,7 +322,12 @@ impl Keyspace {
             for e in shard.table.iter() {
                 let mut h = fnv1a(FNV_OFFSET, e.key());
                 h = fnv1a(h, &[0xff]);
-                h = fnv1a(h, e.value());
+                // Strings hash as before kinds existed, so digests of
+                // string-only keyspaces still match older builds'.
+                if e.kind() != ValueKind::String {
+                    h = fnv1a(h, &[e.kind().as_byte()]);
+                }
+                h = fnv1a(h, e.payload());
                 h = fnv1a(h, &e.expire_at_ms.to_le_bytes());
                 acc = acc.wrapping_add(mix(h));
             }
@@ -286,6 +380,43 @@ mod tests {
     }
 
     #[test]
+    fn a_string_keeps_its_kind_and_value_through_the_keyspace() {
+        let mut ks = Keyspace::new();
+        ks.set(b"s", b"hello", 0);
+        ks.set_value(b"t", Value::String(b""), 7);
+        let s = ks.get(b"s").expect("s present");
+        assert_eq!(s.kind(), ValueKind::String);
+        assert_eq!(s.value_ref(), Value::String(b"hello"));
+        assert_eq!(s.value(), b"hello");
+        assert_eq!(s.key(), b"s");
+        let t = ks.get(b"t").expect("t present");
+        assert_eq!((t.value_ref(), t.expire_at_ms), (Value::String(b""), 7));
+        let v = t.value_ref();
+        assert_eq!(Value::from_parts(v.kind(), v.payload()), v);
+    }
+
+    #[test]
+    fn value_kind_tags_are_fixed_and_unknown_tags_are_refused() {
+        assert_eq!(ValueKind::String.as_byte(), 0);
+        assert_eq!(ValueKind::from_byte(0), Some(ValueKind::String));
+        for unknown in 1..=u8::MAX {
+            assert_eq!(ValueKind::from_byte(unknown), None);
+        }
+    }
+
+    #[test]
+    fn an_entry_costs_what_it_did_before_kinds_plus_one_byte() {
+        // The table slot: a fat Arc pointer and the expiry, as before.
+        assert_eq!(std::mem::size_of::<Entry>(), 24);
+        // The allocation: one kind byte more than `[u32 len][key][value]`.
+        let e = Entry::new(b"key", Value::String(b"value"), 0);
+        assert_eq!(e.kv.len(), 1 + 4 + 3 + 5);
+        let empty = Entry::new(b"", Value::String(b""), 0);
+        assert_eq!(empty.kv.len(), 1 + 4);
+        assert_eq!((empty.key(), empty.value()), (&b""[..], &b""[..]));
+    }
+
+    #[test]
     fn digest_depends_on_content_not_order() {
         let mut x = Keyspace::new();
         let mut y = Keyspace::new();
@@ -300,6 +431,17 @@ mod tests {
         assert_ne!(x.digest(), y.digest());
         y.set(&7u32.to_le_bytes(), b"v", 1);
         assert_ne!(x.digest(), y.digest());
+    }
+
+    #[test]
+    fn a_string_only_keyspace_digests_as_before_kinds_existed() {
+        let mut ks = Keyspace::new();
+        ks.set(b"k", b"v", 9);
+        let mut h = fnv1a(FNV_OFFSET, b"k");
+        h = fnv1a(h, &[0xff]);
+        h = fnv1a(h, b"v");
+        h = fnv1a(h, &9u64.to_le_bytes());
+        assert_eq!(ks.digest(), mix(h));
     }
 
     #[test]

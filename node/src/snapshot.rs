@@ -6,15 +6,30 @@
 //! records that end after `start_offset` gives a consistent state because
 //! records are idempotent. This module only stores what it is given.
 //!
-//! File format (all integers little endian):
+//! File format, version 2 (all integers little endian):
 //! ```text
-//! header  (16): magic "RSTSNAP1" | u32 version = 1 | u32 reserved
+//! header  (16): magic "RSTSNAP1" | u32 version = 2 | u32 reserved
 //! block*      : u32 data_len | u32 entries | u32 crc32c(data_len, entries, data) | data
-//!               data = entry*: u32 key_len | u32 value_len | u64 expire_at_ms | key | value
+//!               data = entry*: u8 kind | u32 key_len | u32 value_len | u64 expire_at_ms
+//!                              | key | value
 //! meta        : u64 start | u64 end | u64 epoch | u64 keys | u32 n | n x (u64 epoch, u64 start)
 //! footer  (40): u64 blocks_end | u32 meta_len | u32 meta_crc | u64 entries
 //!               | u32 file_crc (crc32c of every byte before it) | u32 reserved | magic "RSNAPEND"
 //! ```
+//! `kind` is the value's type, numbered as [`ValueKind`] numbers it (the
+//! numbers never change): 0 = string, whose `value` is the string's bytes.
+//! A kind this build does not know is refused as corruption (at the entry's
+//! offset) rather than skipped, since dropping keys silently would be worse.
+//!
+//! Versions: the writer always writes the newest; the reader accepts
+//! - 1: entries have no `kind` byte (`u32 key_len | u32 value_len |
+//!   u64 expire_at_ms | key | value`) and every value is a string;
+//! - 2: as above.
+//!
+//! Any other version is refused at byte 8. A node that only knows version 1
+//! refuses version 2 files, so a follower must be upgraded before the
+//! leader that ships it snapshots.
+//!
 //! Blocks of ~64 KiB give early, localized errors (file and offset) while
 //! streaming; the footer's whole-file CRC and entry count catch anything the
 //! blocks cannot (a dropped or duplicated block, a cut file). The meta sits
@@ -30,13 +45,21 @@ use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::keyspace::{Value, ValueKind};
+
 const HEADER_MAGIC: [u8; 8] = *b"RSTSNAP1";
 const FOOTER_MAGIC: [u8; 8] = *b"RSNAPEND";
-const VERSION: u32 = 1;
+/// The version written.
+const VERSION: u32 = 2;
+/// The oldest version read: entries without a kind byte, all strings.
+const VERSION_STRINGS_ONLY: u32 = 1;
 const HEADER_LEN: u64 = 16;
 const FOOTER_LEN: u64 = 40;
 const BLOCK_HEADER_LEN: usize = 12;
-const ENTRY_HEADER_LEN: usize = 16;
+/// kind, key_len, value_len, expire_at_ms.
+const ENTRY_HEADER_LEN: usize = 1 + 16;
+/// Version 1: key_len, value_len, expire_at_ms.
+const ENTRY_HEADER_LEN_V1: usize = 16;
 /// Entries are grouped until a block reaches this size.
 const BLOCK_TARGET: usize = 64 << 10;
 /// Largest block a reader accepts: bounds what a corrupt length can allocate.
@@ -60,6 +83,23 @@ pub struct SnapshotMeta {
     pub keys: u64,
     /// `(epoch, start offset)` pairs, oldest first.
     pub epoch_history: Vec<(u64, u64)>,
+}
+
+/// One entry read back from a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotEntry {
+    pub key: Vec<u8>,
+    pub kind: ValueKind,
+    /// The value's bytes as stored (for a string, the string).
+    pub payload: Vec<u8>,
+    /// Absolute expiry in Unix milliseconds; 0 = none.
+    pub expire_at_ms: u64,
+}
+
+impl SnapshotEntry {
+    pub fn value(&self) -> Value<'_> {
+        Value::from_parts(self.kind, &self.payload)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,24 +264,26 @@ impl SnapshotWriter {
     pub fn add(
         &mut self,
         key: &[u8],
-        value: &[u8],
+        value: Value<'_>,
         expire_at_ms: u64,
     ) -> Result<(), SnapshotError> {
-        let size = ENTRY_HEADER_LEN + key.len() + value.len();
+        let payload = value.payload();
+        let size = ENTRY_HEADER_LEN + key.len() + payload.len();
         if size > MAX_BLOCK {
             return Err(SnapshotError::TooLarge(size));
         }
         if !self.block.is_empty() && self.block.len() + size > BLOCK_TARGET {
             self.flush_block()?;
         }
+        self.block.push(value.kind().as_byte());
         // Both fit in u32: size <= MAX_BLOCK < 2^32.
         self.block
             .extend_from_slice(&(key.len() as u32).to_le_bytes());
         self.block
-            .extend_from_slice(&(value.len() as u32).to_le_bytes());
+            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
         self.block.extend_from_slice(&expire_at_ms.to_le_bytes());
         self.block.extend_from_slice(key);
-        self.block.extend_from_slice(value);
+        self.block.extend_from_slice(payload);
         self.block_entries += 1;
         self.entries += 1;
         Ok(())
@@ -383,6 +425,8 @@ fn decode_meta(bytes: &[u8]) -> Result<SnapshotMeta, String> {
 pub struct SnapshotReader {
     path: PathBuf,
     file: BufReader<File>,
+    /// Format version from the header: decides the entry layout.
+    version: u32,
     meta: SnapshotMeta,
     /// Meta bytes and the first 24 footer bytes: the tail of the whole-file
     /// CRC, read once at open.
@@ -428,8 +472,13 @@ impl SnapshotReader {
             return Err(corrupt(0, "bad magic: not an rstore snapshot".to_string()));
         }
         let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-        if version != VERSION {
-            return Err(corrupt(8, format!("unsupported version {version}")));
+        if !(VERSION_STRINGS_ONLY..=VERSION).contains(&version) {
+            return Err(corrupt(
+                8,
+                format!(
+                    "unsupported version {version} (this build reads {VERSION_STRINGS_ONLY} to {VERSION})"
+                ),
+            ));
         }
         let footer_at = len - FOOTER_LEN;
         let mut footer = [0u8; FOOTER_LEN as usize];
@@ -474,6 +523,7 @@ impl SnapshotReader {
         Ok(SnapshotReader {
             path: path.to_path_buf(),
             file: BufReader::with_capacity(IO_BUFFER, file),
+            version,
             meta,
             tail,
             file_crc: u32_at(24),
@@ -498,6 +548,11 @@ impl SnapshotReader {
         &self.path
     }
 
+    /// The file's format version (1 or 2).
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
     fn corrupt(&self, offset: u64, reason: String) -> SnapshotError {
         SnapshotError::Corrupt {
             file: self.path.clone(),
@@ -506,10 +561,9 @@ impl SnapshotReader {
         }
     }
 
-    /// `(key, value, expire_at_ms)`, or `None` after the last entry once the
-    /// whole file has been verified.
-    #[allow(clippy::type_complexity)]
-    pub fn next_entry(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>, u64)>, SnapshotError> {
+    /// The next entry, or `None` after the last one once the whole file has
+    /// been verified.
+    pub fn next_entry(&mut self) -> Result<Option<SnapshotEntry>, SnapshotError> {
         if self.done {
             return Ok(None);
         }
@@ -528,24 +582,51 @@ impl SnapshotReader {
         let start = self.block_pos;
         let entry_offset = self.block_start + (BLOCK_HEADER_LEN + start) as u64;
         let rest = &self.block[start..];
-        if rest.len() < ENTRY_HEADER_LEN {
+        let header_len = if self.version == VERSION_STRINGS_ONLY {
+            ENTRY_HEADER_LEN_V1
+        } else {
+            ENTRY_HEADER_LEN
+        };
+        if rest.len() < header_len {
             return Err(self.corrupt(entry_offset, "entry header past block end".to_string()));
         }
-        let key_len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let value_len = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+        // Version 1 has no kind byte: every value is a string.
+        let (kind, fixed) = if self.version == VERSION_STRINGS_ONLY {
+            (ValueKind::String, rest)
+        } else {
+            match ValueKind::from_byte(rest[0]) {
+                Some(kind) => (kind, &rest[1..]),
+                None => {
+                    return Err(self.corrupt(
+                        entry_offset,
+                        format!(
+                            "unknown value kind {} (written by a newer version?)",
+                            rest[0]
+                        ),
+                    ));
+                }
+            }
+        };
+        let key_len = u32::from_le_bytes([fixed[0], fixed[1], fixed[2], fixed[3]]) as usize;
+        let value_len = u32::from_le_bytes([fixed[4], fixed[5], fixed[6], fixed[7]]) as usize;
         let mut raw = [0u8; 8];
-        raw.copy_from_slice(&rest[8..16]);
+        raw.copy_from_slice(&fixed[8..16]);
         let expire_at_ms = u64::from_le_bytes(raw);
-        let body = &rest[ENTRY_HEADER_LEN..];
+        let body = &rest[header_len..];
         if key_len.saturating_add(value_len) > body.len() {
             return Err(self.corrupt(entry_offset, "entry past block end".to_string()));
         }
         let key = body[..key_len].to_vec();
-        let value = body[key_len..key_len + value_len].to_vec();
-        self.block_pos = start + ENTRY_HEADER_LEN + key_len + value_len;
+        let payload = body[key_len..key_len + value_len].to_vec();
+        self.block_pos = start + header_len + key_len + value_len;
         self.block_left -= 1;
         self.entries += 1;
-        Ok(Some((key, value, expire_at_ms)))
+        Ok(Some(SnapshotEntry {
+            key,
+            kind,
+            payload,
+            expire_at_ms,
+        }))
     }
 
     fn read_block(&mut self) -> Result<(), SnapshotError> {

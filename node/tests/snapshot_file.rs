@@ -1,12 +1,15 @@
-//! Snapshot file format: round trip, corruption, streaming install, latest().
+//! Snapshot file format: round trip, corruption, streaming install, latest(),
+//! value kinds and format versions (files built by hand to the documented
+//! layout, so the layout itself is pinned).
 #![allow(clippy::unwrap_used)]
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use rstore_node::keyspace::{Value, ValueKind};
 use rstore_node::snapshot::{
-    self, SnapshotError, SnapshotMeta, SnapshotReader, SnapshotWriter, file_name,
+    self, SnapshotEntry, SnapshotError, SnapshotMeta, SnapshotReader, SnapshotWriter, file_name,
 };
 
 type Entry = (Vec<u8>, Vec<u8>, u64);
@@ -43,12 +46,12 @@ fn meta(end: u64) -> SnapshotMeta {
 fn write(dir: &Path, es: &[Entry], m: &SnapshotMeta) -> (PathBuf, u64) {
     let mut w = SnapshotWriter::create(dir).unwrap();
     for (k, v, e) in es {
-        w.add(k, v, *e).unwrap();
+        w.add(k, Value::String(v), *e).unwrap();
     }
     w.finish(m).unwrap()
 }
 
-fn read_all(path: &Path) -> Result<(SnapshotMeta, Vec<Entry>), SnapshotError> {
+fn read_entries(path: &Path) -> Result<(SnapshotMeta, Vec<SnapshotEntry>), SnapshotError> {
     let mut r = SnapshotReader::open(path)?;
     let mut out = Vec::new();
     while let Some(e) = r.next_entry()? {
@@ -57,6 +60,19 @@ fn read_all(path: &Path) -> Result<(SnapshotMeta, Vec<Entry>), SnapshotError> {
     // Stays finished.
     assert!(r.next_entry()?.is_none());
     Ok((r.meta().clone(), out))
+}
+
+/// Entries as `(key, string value, expiry)`; every one must be a string.
+fn read_all(path: &Path) -> Result<(SnapshotMeta, Vec<Entry>), SnapshotError> {
+    let (m, es) = read_entries(path)?;
+    let out = es
+        .into_iter()
+        .map(|e| {
+            assert_eq!(e.kind, ValueKind::String);
+            (e.key, e.payload, e.expire_at_ms)
+        })
+        .collect();
+    Ok((m, out))
 }
 
 #[test]
@@ -227,7 +243,7 @@ fn latest_picks_newest_and_finish_removes_older() {
     assert!(!a.exists(), "older snapshot removed");
     // An unfinished writer (error/abandon) leaves nothing behind.
     let mut w = SnapshotWriter::create(dir.path()).unwrap();
-    w.add(b"k", b"v", 0).unwrap();
+    w.add(b"k", Value::String(b"v"), 0).unwrap();
     drop(w);
     let mut names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -254,7 +270,8 @@ fn million_keys_throughput() {
     let started = Instant::now();
     let mut w = SnapshotWriter::create(dir.path()).unwrap();
     for i in 0..1_000_000u64 {
-        w.add(format!("key:{i:010}").as_bytes(), &value, 0).unwrap();
+        w.add(format!("key:{i:010}").as_bytes(), Value::String(&value), 0)
+            .unwrap();
     }
     let (path, size) = w.finish(&meta(1)).unwrap();
     let wrote = started.elapsed();
@@ -271,4 +288,194 @@ fn million_keys_throughput() {
         size as f64 / wrote.as_secs_f64() / 1e6,
         size as f64 / read.as_secs_f64() / 1e6
     );
+}
+
+// --- Value kinds and versions, against files built by hand. ---
+
+/// A version 1 entry: no kind byte.
+fn entry_v1(key: &[u8], value: &[u8], expire_at_ms: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(&expire_at_ms.to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(value);
+    out
+}
+
+/// A version 2 entry: the kind byte, then the version 1 layout.
+fn entry_v2(kind: u8, key: &[u8], value: &[u8], expire_at_ms: u64) -> Vec<u8> {
+    let mut out = vec![kind];
+    out.extend_from_slice(&entry_v1(key, value, expire_at_ms));
+    out
+}
+
+/// A whole snapshot file as the format doc describes it: header, one block
+/// per element of `blocks` (each a list of encoded entries), meta, footer,
+/// with every CRC right.
+fn build_file(version: u32, blocks: &[Vec<Vec<u8>>], m: &SnapshotMeta) -> Vec<u8> {
+    let mut file = Vec::new();
+    file.extend_from_slice(b"RSTSNAP1");
+    file.extend_from_slice(&version.to_le_bytes());
+    file.extend_from_slice(&0u32.to_le_bytes());
+    let mut entries = 0u64;
+    for block in blocks {
+        let data = block.concat();
+        let mut header = Vec::new();
+        header.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        header.extend_from_slice(&(block.len() as u32).to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&header), &data);
+        header.extend_from_slice(&crc.to_le_bytes());
+        file.extend_from_slice(&header);
+        file.extend_from_slice(&data);
+        entries += block.len() as u64;
+    }
+    let blocks_end = file.len() as u64;
+    let mut meta_bytes = Vec::new();
+    for v in [m.start_offset, m.end_offset, m.epoch, entries] {
+        meta_bytes.extend_from_slice(&v.to_le_bytes());
+    }
+    meta_bytes.extend_from_slice(&(m.epoch_history.len() as u32).to_le_bytes());
+    for &(epoch, start) in &m.epoch_history {
+        meta_bytes.extend_from_slice(&epoch.to_le_bytes());
+        meta_bytes.extend_from_slice(&start.to_le_bytes());
+    }
+    file.extend_from_slice(&meta_bytes);
+    file.extend_from_slice(&blocks_end.to_le_bytes());
+    file.extend_from_slice(&(meta_bytes.len() as u32).to_le_bytes());
+    file.extend_from_slice(&crc32c::crc32c(&meta_bytes).to_le_bytes());
+    file.extend_from_slice(&entries.to_le_bytes());
+    let file_crc = crc32c::crc32c(&file);
+    file.extend_from_slice(&file_crc.to_le_bytes());
+    file.extend_from_slice(&0u32.to_le_bytes());
+    file.extend_from_slice(b"RSNAPEND");
+    file
+}
+
+#[test]
+fn a_version_2_file_round_trips_each_value_with_its_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let es = entries(2000);
+    let (path, _) = write(dir.path(), &es, &meta(777));
+    let mut r = SnapshotReader::open(&path).unwrap();
+    assert_eq!(r.version(), 2);
+    let mut n = 0;
+    while let Some(e) = r.next_entry().unwrap() {
+        let (k, v, exp) = &es[n];
+        assert_eq!(e.kind, ValueKind::String);
+        assert_eq!(
+            (&e.key, e.value(), e.expire_at_ms),
+            (k, Value::String(v), *exp)
+        );
+        n += 1;
+    }
+    assert_eq!(n, es.len());
+}
+
+#[test]
+fn the_writer_lays_out_version_2_exactly_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let es: Vec<Entry> = vec![
+        (b"a".to_vec(), b"1".to_vec(), 0),
+        (b"key".to_vec(), b"value".to_vec(), 1_700_000_000_123),
+        (Vec::new(), Vec::new(), 0),
+    ];
+    let (path, _) = write(dir.path(), &es, &meta(50));
+    let by_hand = build_file(
+        2,
+        &[es.iter()
+            .map(|(k, v, exp)| entry_v2(0, k, v, *exp))
+            .collect()],
+        &meta(50),
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), by_hand);
+}
+
+#[test]
+fn a_version_1_file_still_loads_with_every_value_a_string() {
+    let dir = tempfile::tempdir().unwrap();
+    let es = entries(300);
+    // Old layout, several blocks of up to 100 entries.
+    let blocks: Vec<Vec<Vec<u8>>> = es
+        .chunks(100)
+        .map(|chunk| {
+            chunk
+                .iter()
+                .map(|(k, v, exp)| entry_v1(k, v, *exp))
+                .collect()
+        })
+        .collect();
+    let path = dir.path().join(file_name(600));
+    std::fs::write(&path, build_file(1, &blocks, &meta(600))).unwrap();
+    assert_eq!(SnapshotReader::open(&path).unwrap().version(), 1);
+    let (m, got) = read_all(&path).unwrap();
+    assert_eq!(got, es);
+    assert_eq!(
+        m,
+        SnapshotMeta {
+            keys: es.len() as u64,
+            ..meta(600)
+        }
+    );
+    // And a follower accepts it from a leader that still writes version 1.
+    let follower = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let len = bytes.len() as u64;
+    let installed = snapshot::install(follower.path(), Cursor::new(bytes), len).unwrap();
+    assert_eq!(read_all(&installed).unwrap().1, es);
+}
+
+#[test]
+fn an_unknown_value_kind_is_refused_with_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = entry_v2(0, b"fine", b"string", 0);
+    let second = entry_v2(7, b"odd", b"payload", 0);
+    // Header (16), block header (12), then the first entry.
+    let second_at = 16 + 12 + first.len() as u64;
+    let path = dir.path().join(file_name(10));
+    std::fs::write(&path, build_file(2, &[vec![first, second]], &meta(10))).unwrap();
+    let mut r = SnapshotReader::open(&path).unwrap();
+    assert_eq!(r.next_entry().unwrap().unwrap().key, b"fine");
+    let err = r.next_entry().unwrap_err();
+    match &err {
+        SnapshotError::Corrupt {
+            file,
+            offset,
+            reason,
+        } => {
+            assert_eq!(file, &path);
+            assert_eq!(*offset, second_at, "{reason}");
+            assert!(reason.contains("unknown value kind 7"), "{reason}");
+        }
+        other => panic!("unexpected {other}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains(path.to_str().unwrap()), "{text}");
+    assert!(text.contains(&format!("at byte {second_at}")), "{text}");
+}
+
+#[test]
+fn an_unknown_version_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(file_name(10));
+    for version in [0u32, 3, u32::MAX] {
+        let blocks = [vec![entry_v2(0, b"k", b"v", 0)]];
+        std::fs::write(&path, build_file(version, &blocks, &meta(10))).unwrap();
+        let err = SnapshotReader::open(&path).unwrap_err();
+        match &err {
+            SnapshotError::Corrupt {
+                file,
+                offset,
+                reason,
+            } => {
+                assert_eq!(file, &path);
+                assert_eq!(*offset, 8, "{reason}");
+                assert!(
+                    reason.contains(&format!("unsupported version {version}")),
+                    "{reason}"
+                );
+            }
+            other => panic!("version {version}: unexpected {other}"),
+        }
+    }
 }

@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::util::glob_match;
 use super::{Action, Ctx};
-use crate::keyspace::SHARDS;
+use crate::keyspace::{SHARDS, ValueKind};
 
 /// DEL and UNLINK (which frees nothing in the background here).
 pub(super) fn del(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
@@ -92,17 +92,18 @@ pub(super) fn type_(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
     let name = ctx.engine().read(|ks, now| {
         ks.get(&args[1])
             .filter(|e| !e.is_expired(now))
-            .map_or("none", |e| type_name(e.value()))
+            .map_or("none", |e| type_name(e.kind()))
     });
     ctx.simple(name);
     Action::Done
 }
 
 /// The type of a stored value, as TYPE reports it and SCAN's TYPE option
-/// matches it. Every value is a string today; when the keyspace holds
-/// other kinds of value, this is the one place that tells them apart.
-pub fn type_name(_value: &[u8]) -> &'static str {
-    "string"
+/// matches it: answered from the kind the keyspace stores with each value.
+pub fn type_name(kind: ValueKind) -> &'static str {
+    match kind {
+        ValueKind::String => "string",
+    }
 }
 
 pub(super) fn dbsize(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> Action {
@@ -305,7 +306,7 @@ pub(super) fn scan(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
                 if !e.is_expired(now)
                     && type_filter
                         .as_deref()
-                        .is_none_or(|t| t == type_name(e.value()).as_bytes())
+                        .is_none_or(|t| t == type_name(e.kind()).as_bytes())
                     && pattern.as_ref().is_none_or(|p| glob_match(p, e.key()))
                 {
                     found.push(Bytes::copy_from_slice(e.key()));
@@ -350,11 +351,17 @@ pub(super) fn randomkey(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> Action {
 #[cfg(test)]
 mod tests {
     use super::{parse_cursor, type_name};
+    use crate::keyspace::Keyspace;
 
     #[test]
     fn a_stored_string_value_is_of_type_string() {
-        assert_eq!(type_name(b""), "string");
-        assert_eq!(type_name(b"12"), "string");
+        let mut ks = Keyspace::new();
+        ks.set(b"empty", b"", 0);
+        ks.set(b"number", b"12", 0);
+        for key in [&b"empty"[..], b"number"] {
+            let kind = ks.get(key).map(|e| e.kind());
+            assert_eq!(kind.map(type_name), Some("string"));
+        }
     }
 
     #[test]

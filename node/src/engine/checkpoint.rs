@@ -27,8 +27,8 @@ pub(super) fn load_snapshot(
     };
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let mut reader = SnapshotReader::open(&path).map_err(snap_err)?;
-    while let Some((k, v, exp)) = reader.next_entry().map_err(snap_err)? {
-        base.set(&k, &v, exp);
+    while let Some(e) = reader.next_entry().map_err(snap_err)? {
+        base.set_value(&e.key, e.value(), e.expire_at_ms);
     }
     let m = reader.meta();
     tracing::info!(path = %path.display(), keys = m.keys, start = m.start_offset, end = m.end_offset, "loaded snapshot");
@@ -87,11 +87,11 @@ impl Engine {
         let mut base = Keyspace::new();
         let mut reader =
             SnapshotReader::open(path).map_err(|e| EngineError::Snapshot(e.to_string()))?;
-        while let Some((k, v, exp)) = reader
+        while let Some(e) = reader
             .next_entry()
             .map_err(|e| EngineError::Snapshot(e.to_string()))?
         {
-            base.set(&k, &v, exp);
+            base.set_value(&e.key, e.value(), e.expire_at_ms);
         }
         let smeta = reader.meta().clone();
         let mut st = self.state.lock();
@@ -161,7 +161,7 @@ impl Engine {
             self.base.read().clone_shard(shard, &mut chunk);
             for e in &chunk {
                 writer
-                    .add(e.key(), e.value(), e.expire_at_ms)
+                    .add(e.key(), e.value_ref(), e.expire_at_ms)
                     .map_err(snap_err)?;
             }
             keys += chunk.len() as u64;
