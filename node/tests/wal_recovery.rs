@@ -797,3 +797,35 @@ proptest! {
         }
     }
 }
+
+#[tokio::test]
+async fn an_ack_written_from_the_waiting_thread_still_gets_the_interval_fsync() {
+    let sim = SimStorage::new();
+    let dir = PathBuf::from("/sim/wal");
+    let o = opts(
+        &dir,
+        1 << 20,
+        FsyncPolicy::Interval(Duration::from_millis(20)),
+    );
+    let (wal, _) = open_sim(&sim, o).unwrap();
+    // Let the writer thread go to sleep with nothing to do.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Deferred appends do not wake the writer thread: the waiter writes
+    // them itself ("handed to the OS" is the ack for interval).
+    let mut last = 0;
+    for i in 0..10 {
+        last = wal.append_deferred(1, &payload(i)).unwrap();
+    }
+    wal.wait_acked(last).await.unwrap();
+    assert!(wal.progress().written >= last);
+    // The writer thread slept with nothing dirty; it must have been told to
+    // arm its interval fsync for what was written behind its back.
+    let mut rx = wal.subscribe();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while rx.borrow_and_update().durable < last {
+            rx.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the interval fsync never covered the inline write");
+}

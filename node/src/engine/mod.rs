@@ -412,10 +412,10 @@ impl Engine {
     /// Wait until the write ending at `offset` is acknowledged per the
     /// replication mode. Errors say whether the outcome is indeterminate.
     pub async fn wait_acked(&self, offset: u64) -> Result<(), AckError> {
-        // Writes are appended with the writer asleep; one kick per batch.
-        self.wal.kick();
         let settings = self.settings();
         if settings.mode == ReplicationMode::Async {
+            // The log writes (or kicks its writer) itself, see
+            // `Wal::wait_acked`.
             self.wal.wait_acked(offset).await.map_err(AckError::Wal)?;
             // Fenced while the write was in flight: it is in the log, but
             // the fence already answered for this leader; do not claim it.
@@ -425,6 +425,9 @@ impl Engine {
                 Err(AckError::Fenced)
             };
         }
+        // Writes are appended with the writer asleep; one kick per batch
+        // (followers are streamed what the writer has written).
+        self.wal.kick();
         let mut rx = self.commit_tx.subscribe();
         let mut roles = self.role_tx.subscribe();
         let timeout = Duration::from_millis(settings.sync_timeout_ms);

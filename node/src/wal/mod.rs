@@ -600,7 +600,12 @@ impl Wal {
         let acked = |p: &WalProgress| if durable { p.durable } else { p.written };
         let mut rx = shared.progress_tx.subscribe();
         if acked(&rx.borrow()) < offset {
-            shared.kick();
+            // "Handed to the OS" needs no fsync: write it from here when the
+            // writer is not busy; otherwise (or for fsync) wake the writer.
+            let wrote_inline = !durable && shared.write_inline();
+            if !wrote_inline {
+                shared.kick();
+            }
         }
         loop {
             if acked(&rx.borrow_and_update()) >= offset {

@@ -394,33 +394,38 @@ pub(crate) fn run(shared: Arc<Shared>) {
         }
 
         let mut io = shared.io.lock();
-        let mut st = shared.state.lock();
-        if st.failed.is_some() {
-            continue;
-        }
-        let chunks = std::mem::take(&mut st.pending);
-        st.pending_bytes = 0;
-        let target = st.appended;
-        let last_sync = st.last_sync;
-        drop(st);
-        shared.space_cv.notify_all();
-
-        let sync_now = match policy {
+        shared.write_step(&mut io, |last_sync| match policy {
             FsyncPolicy::Always | FsyncPolicy::Batch => true,
             FsyncPolicy::Interval(every) => {
                 shutting_down || interval_due || last_sync.elapsed() >= every
             }
             FsyncPolicy::Never => shutting_down,
-        };
-        let result = shared.write_chunks(&mut io, &chunks).and_then(|()| {
-            if sync_now {
-                shared.sync_io(&mut io)
-            } else {
-                Ok(())
-            }
         });
+        drop(io);
+    }
+}
 
-        let mut st = shared.state.lock();
+impl Shared {
+    /// One batch: take the pending chunks, write them (and fsync when
+    /// `sync_now(last_sync)` says so), publish the progress. The caller
+    /// holds the I/O lock. Returns false when the log has failed.
+    fn write_step(&self, io: &mut Io, sync_now: impl FnOnce(Instant) -> bool) -> bool {
+        let mut st = self.state.lock();
+        if st.failed.is_some() {
+            return false;
+        }
+        let chunks = std::mem::take(&mut st.pending);
+        st.pending_bytes = 0;
+        let target = st.appended;
+        let sync_now = sync_now(st.last_sync);
+        drop(st);
+        self.space_cv.notify_all();
+
+        let result = self
+            .write_chunks(io, &chunks)
+            .and_then(|()| if sync_now { self.sync_io(io) } else { Ok(()) });
+
+        let mut st = self.state.lock();
         for mut chunk in chunks {
             if st.spare.len() < MAX_SPARE_BUFFERS && chunk.buf.capacity() <= (8 << 20) {
                 chunk.buf.clear();
@@ -441,12 +446,43 @@ pub(crate) fn run(shared: Arc<Shared>) {
                 st.failed = Some(err.to_string());
                 st.pending.clear();
                 st.pending_bytes = 0;
-                shared.space_cv.notify_all();
+                self.space_cv.notify_all();
             }
         }
-        shared.progress_tx.send_replace(st.progress());
-        drop(st);
+        self.progress_tx.send_replace(st.progress());
+        true
+    }
+
+    /// For `--fsync interval` and `never`, whose acknowledgement is "handed
+    /// to the OS": write the pending records on the calling thread (a
+    /// write(2) into the page cache, as Redis does from its event loop)
+    /// instead of handing them to the writer thread and waiting to be
+    /// woken, which cost two context switches per acknowledged write. The
+    /// writer thread still owns the interval fsync (it is woken when the
+    /// log turns dirty). Returns false when another thread is writing: the
+    /// caller waits for its progress as before.
+    pub(crate) fn write_inline(&self) -> bool {
+        let Some(mut io) = self.io.try_lock() else {
+            return false;
+        };
+        let was_clean = {
+            let st = self.state.lock();
+            if st.shutdown || st.failed.is_some() || st.pending.is_empty() {
+                return false;
+            }
+            st.written == st.durable
+        };
+        let wrote = self.write_step(&mut io, |_| false);
         drop(io);
+        if wrote && was_clean {
+            // The writer may be asleep without a deadline (nothing was
+            // dirty); it must arm the interval fsync for what we wrote.
+            let idle = self.state.lock().writer_idle;
+            if idle {
+                self.writer_cv.notify_one();
+            }
+        }
+        wrote
     }
 }
 
