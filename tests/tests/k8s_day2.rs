@@ -3,7 +3,8 @@
 //! through a Lease): scaling 3 -> 5 -> 3, a scale-down that would remove
 //! the leader (switchover first, under a continuous writer), deleting the
 //! resource (garbage collection, volumes kept unless asked), the operator
-//! killed in the middle of a failover, operator HA (the standby takes the
+//! killed in the middle of a failover (the standby takes the Lease and
+//! completes it from status), operator HA (the standby takes the
 //! Lease and completes a failover), a rolling update under a continuous
 //! writer (followers first, then a switchover, then the old leader), a
 //! replication settings change applied to running members without a
@@ -590,7 +591,8 @@ async fn deleting_the_store_removes_what_it_owns_and_keeps_the_volumes_unless_as
 // ------------------------------------------------------------------- 4
 
 #[tokio::test]
-async fn the_operator_killed_in_the_middle_of_a_failover_completes_it_when_back() {
+async fn the_operator_killed_in_the_middle_of_a_failover_is_replaced_by_the_standby_which_completes_it()
+ {
     let Some(cluster) = k8s::shared() else { return };
     let _serial = SERIAL.lock().await;
     let started = Instant::now();
@@ -636,7 +638,17 @@ async fn the_operator_killed_in_the_middle_of_a_failover_completes_it_when_back(
     .await;
     let in_progress_after = t.elapsed();
 
-    // Kill the active operator now.
+    // Kill the active operator now, and keep it down: the standby must take
+    // the Lease and finish the failover from what status recorded.
+    kubelet.hold_restarts(OPERATOR_NS, &active, true);
+    {
+        let a = active.clone();
+        cleanup.add(move || {
+            if let Some(c) = k8s::shared() {
+                c.kubelet().hold_restarts(OPERATOR_NS, &a, false);
+            }
+        });
+    }
     let operator_pid = pod_pid(cluster, OPERATOR_NS, &active);
     process::signal(operator_pid, "KILL");
     let t_kill = Instant::now();
@@ -669,6 +681,7 @@ async fn the_operator_killed_in_the_middle_of_a_failover_completes_it_when_back(
         kubelet.pod(OPERATOR_NS, &active).map(|p| p.restarts)
     );
     let holder = holder.0;
+    assert_ne!(holder, active, "the killed operator is held down");
     // Still blocked on the frozen follower: the new operator read the
     // failover from status and keeps it.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -705,7 +718,7 @@ async fn the_operator_killed_in_the_middle_of_a_failover_completes_it_when_back(
     wait_member(&store, &leader, &["follower"]).await;
     drop(cleanup);
     eprintln!(
-        "day2: opkill: operator {active} killed mid-failover; {holder} active again {:.1} s later; the failover to {} (epoch {}) completed {:.2} s after the frozen follower resumed, total {} ms; {leader} back as a follower; scenario {:.1} s",
+        "day2: opkill: operator {active} killed mid-failover (restart held); the standby {holder} active {:.1} s later; the failover to {} (epoch {}) completed {:.2} s after the frozen follower resumed, total {} ms; {leader} back as a follower; scenario {:.1} s",
         back_after.as_secs_f64(),
         f.new_leader,
         f.epoch,
