@@ -34,16 +34,21 @@ pub const DEADLINE: Duration = Duration::from_secs(30);
 /// Poll `f` every 10 ms until it returns `Some`, and return that; panic
 /// with "timed out after `timeout` waiting for `what`" when it has not
 /// within `timeout`.
-pub fn wait_until<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_until<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
+    poll_until(timeout, f)
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// Like [`wait_until`], but gives up quietly (`None`) after `timeout`.
+pub fn poll_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let end = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
-            return v;
+            return Some(v);
         }
-        assert!(
-            Instant::now() < end,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        if Instant::now() >= end {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
 }
