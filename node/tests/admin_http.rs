@@ -2,9 +2,7 @@
 //! metrics, fencing and promotion.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-mod common;
-
-use common::{DEADLINE, Node, Reply, wait_for};
+use rstore_testkit::{DEADLINE, Node, Reply, wait_until};
 
 /// The value of an un-labelled sample (or the sum over labels) in
 /// Prometheus text.
@@ -243,7 +241,7 @@ fn fence_stops_writes_and_promote_resumes_them() {
     let mut node = node;
     node.kill9();
     node.restart();
-    let st = wait_for("status after restart", DEADLINE, || {
+    let st = wait_until(DEADLINE, "status after restart", || {
         let r = node.http("GET", "/status", None);
         (r.status == 200).then(|| r.json())
     });
@@ -255,7 +253,8 @@ fn fence_stops_writes_and_promote_resumes_them() {
 
 #[test]
 fn admin_calls_without_the_token_are_refused_and_change_nothing() {
-    use rstore_node::admin::AdminClient;
+    use rstore_node::admin::Role;
+    use rstore_testkit::Admin;
 
     let node = Node::leader(&["--admin-token", "s3cret-token"]);
     // Reads stay open: probes and scrapes need no secret.
@@ -275,13 +274,8 @@ fn admin_calls_without_the_token_are_refused_and_change_nothing() {
         assert_eq!(r.status, 401, "{path} {body}: {}", r.body);
         assert!(r.body.contains("admin token"), "{}", r.body);
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let admin = node.addrs.admin.to_string();
-    let wrong = AdminClient::new(admin.clone()).with_token(Some("s3cret-tokem".into()));
-    let err = rt.block_on(wrong.fence(5)).unwrap_err();
+    let wrong = Admin::new(node.addrs.admin).with_token(Some("s3cret-tokem".into()));
+    let err = wrong.fence(5).unwrap_err();
     assert_eq!(err.status(), Some(401), "{err}");
     assert!(
         !format!("{wrong:?}").contains("s3cret"),
@@ -290,18 +284,22 @@ fn admin_calls_without_the_token_are_refused_and_change_nothing() {
 
     // Nothing changed: same epoch, still an unfenced leader taking writes.
     let status = node.status();
-    assert_eq!(status["epoch"], 1, "{status}");
-    assert_eq!(status["role"], "leader");
-    assert_eq!(status["fenced"], false);
-    assert_eq!(status["settings"]["mode"], "async", "{status}");
+    assert_eq!(status.epoch, 1, "{status:?}");
+    assert_eq!(status.role, Role::Leader);
+    assert!(!status.fenced);
+    assert_eq!(
+        status.settings.map(|s| s.mode),
+        Some(rstore_node::admin::ReplicationMode::Async),
+        "{status:?}"
+    );
     let mut c = node.client();
     let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
 
     // The right token is obeyed.
-    let right = AdminClient::new(admin).with_token(Some("s3cret-token".into()));
-    let fenced = rt.block_on(right.fence(2)).unwrap();
+    let right = Admin::new(node.addrs.admin).with_token(Some("s3cret-token".into()));
+    let fenced = right.fence(2).unwrap();
     assert_eq!(fenced.epoch, 2);
-    assert_eq!(node.status()["fenced"], true);
+    assert!(node.status().fenced);
 }
 
 #[test]

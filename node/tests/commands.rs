@@ -2,13 +2,11 @@
 //! replies and error strings.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-mod common;
-
 use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{DEADLINE, Node, Reply, expect_err, wait_for};
 use redis::{FromRedisValue, Value};
+use rstore_testkit::{DEADLINE, Node, Reply, expect_err, wait_until};
 
 fn cmd(args: &[&str]) -> redis::Cmd {
     let mut c = redis::cmd(args[0]);
@@ -535,7 +533,7 @@ fn expired_keys_vanish_and_are_reclaimed() {
     let mut c = node.client();
 
     q::<()>(&mut c, &["SET", "short", "v", "PX", "50"]);
-    wait_for("GET of a PX 50 key to return nil", DEADLINE, || {
+    wait_until(DEADLINE, "GET of a PX 50 key to return nil", || {
         (q::<Value>(&mut c, &["GET", "short"]) == Value::Nil).then_some(())
     });
     assert_eq!(i(&mut c, &["EXISTS", "short"]), 0);
@@ -550,9 +548,9 @@ fn expired_keys_vanish_and_are_reclaimed() {
     }
     q::<()>(&mut c, &["SET", "stays", "v"]);
     assert_eq!(i(&mut c, &["DBSIZE"]), 51);
-    wait_for(
-        "the active cycle to delete 50 expired keys",
+    wait_until(
         DEADLINE,
+        "the active cycle to delete 50 expired keys",
         || (i(&mut c, &["DBSIZE"]) == 1).then_some(()),
     );
     let info: String = q(&mut c, &["INFO", "stats"]);
@@ -809,11 +807,15 @@ fn hello_3_switches_to_resp3() {
     let node = Node::leader(&[]);
     let mut raw = node.raw();
     // RESP2 first: CONFIG GET is a flat array.
-    raw.send(&common::encode_cmd(&[b"CONFIG", b"GET", b"maxclients"]));
+    raw.send(&rstore_testkit::encode_cmd(&[
+        b"CONFIG",
+        b"GET",
+        b"maxclients",
+    ]));
     assert_eq!(raw.peek_type(), b'*');
     raw.read().unwrap();
 
-    raw.send(&common::encode_cmd(&[b"HELLO", b"3"]));
+    raw.send(&rstore_testkit::encode_cmd(&[b"HELLO", b"3"]));
     assert_eq!(raw.peek_type(), b'%', "HELLO 3 answers with a RESP3 map");
     let Reply::Map(fields) = raw.read().unwrap() else {
         panic!("not a map")
@@ -829,7 +831,11 @@ fn hello_3_switches_to_resp3() {
     assert!(get("version").is_some());
     assert!(matches!(get("role"), Some(Reply::Bulk(r)) if r == b"master"));
 
-    raw.send(&common::encode_cmd(&[b"CONFIG", b"GET", b"maxclients"]));
+    raw.send(&rstore_testkit::encode_cmd(&[
+        b"CONFIG",
+        b"GET",
+        b"maxclients",
+    ]));
     assert_eq!(raw.peek_type(), b'%', "CONFIG GET is a map in RESP3");
     raw.read().unwrap();
     // Null is '_' in RESP3.
@@ -838,7 +844,7 @@ fn hello_3_switches_to_resp3() {
     assert_eq!(raw.cmd(&[b"GET", b"missing"]), Reply::Nil);
 
     // Back to RESP2.
-    raw.send(&common::encode_cmd(&[b"HELLO", b"2"]));
+    raw.send(&rstore_testkit::encode_cmd(&[b"HELLO", b"2"]));
     assert_eq!(raw.peek_type(), b'*');
     raw.read().unwrap();
     assert_eq!(raw.peek_type_of(&[b"GET", b"missing"]), b'$');
@@ -849,7 +855,7 @@ fn hello_3_switches_to_resp3() {
     );
 
     // The redis crate in RESP3 mode works too.
-    let mut c = common::connect(&format!("redis://{}/?protocol=resp3", node.addrs.data));
+    let mut c = rstore_testkit::connect(&format!("redis://{}/?protocol=resp3", node.addrs.data));
     q::<()>(&mut c, &["SET", "a", "1"]);
     assert_eq!(s(&mut c, &["GET", "a"]).as_deref(), Some("1"));
 }
@@ -858,9 +864,9 @@ trait PeekExt {
     fn peek_type_of(&mut self, args: &[&[u8]]) -> u8;
 }
 
-impl PeekExt for common::Raw {
+impl PeekExt for rstore_testkit::Raw {
     fn peek_type_of(&mut self, args: &[&[u8]]) -> u8 {
-        self.send(&common::encode_cmd(args));
+        self.send(&rstore_testkit::encode_cmd(args));
         self.peek_type()
     }
 }
@@ -932,10 +938,10 @@ fn pipeline_of_1000_mixed_commands_replies_in_order() {
     // Raw: a pipeline whose middle command fails keeps its order.
     let mut raw = node.raw();
     let mut bytes = Vec::new();
-    bytes.extend(common::encode_cmd(&[b"SET", b"x", b"1"]));
-    bytes.extend(common::encode_cmd(&[b"INCR", b"p:1x"]));
-    bytes.extend(common::encode_cmd(&[b"INCRBY", b"x", b"y"]));
-    bytes.extend(common::encode_cmd(&[b"INCR", b"x"]));
+    bytes.extend(rstore_testkit::encode_cmd(&[b"SET", b"x", b"1"]));
+    bytes.extend(rstore_testkit::encode_cmd(&[b"INCR", b"p:1x"]));
+    bytes.extend(rstore_testkit::encode_cmd(&[b"INCRBY", b"x", b"y"]));
+    bytes.extend(rstore_testkit::encode_cmd(&[b"INCR", b"x"]));
     raw.send(&bytes);
     assert_eq!(raw.read().unwrap(), Reply::Simple("OK".into()));
     assert_eq!(raw.read().unwrap(), Reply::Int(1));
@@ -977,7 +983,7 @@ fn auth_with_requirepass() {
         raw3.cmd_str(&["HELLO", "3"]),
         Reply::Error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time".into())
     );
-    raw3.send(&common::encode_cmd(&[
+    raw3.send(&rstore_testkit::encode_cmd(&[
         b"HELLO", b"3", b"AUTH", b"default", b"secret",
     ]));
     assert_eq!(raw3.peek_type(), b'%');
@@ -992,9 +998,9 @@ fn auth_with_requirepass() {
     assert_eq!(raw4.cmd_str(&["GET", "a"]), noauth);
 
     // The redis crate with a password in the URL.
-    let mut c = common::connect(&format!("redis://:secret@{}/", node.addrs.data));
+    let mut c = rstore_testkit::connect(&format!("redis://:secret@{}/", node.addrs.data));
     assert_eq!(s(&mut c, &["GET", "a"]).as_deref(), Some("1"));
-    let mut c = common::connect(&format!(
+    let mut c = rstore_testkit::connect(&format!(
         "redis://:secret@{}/?protocol=resp3",
         node.addrs.data
     ));

@@ -4,15 +4,13 @@
 //! SIGTERM shuts down cleanly.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::{DEADLINE, Node, wait_for};
 use redis::Commands;
+use rstore_testkit::{DEADLINE, Node, wait_until};
 
 const WRITERS: usize = 8;
 
@@ -81,7 +79,7 @@ fn kill_9_under_load_keeps_every_acknowledged_write() {
                 let acks = acks.clone();
                 let url = url.clone();
                 std::thread::spawn(move || {
-                    let mut c = common::connect(&url);
+                    let mut c = rstore_testkit::connect(&url);
                     let mut n = round as u64 * 1_000_000;
                     while !stop.load(Ordering::Relaxed) {
                         n += 1;
@@ -105,7 +103,7 @@ fn kill_9_under_load_keeps_every_acknowledged_write() {
             .collect();
         // Kill mid-load, once a few hundred writes have been acknowledged.
         let want = 400 + 100 * round as u64;
-        wait_for("writers to get acknowledgements", DEADLINE * 4, || {
+        wait_until(DEADLINE * 4, "writers to get acknowledgements", || {
             (acks.load(Ordering::Relaxed) >= want).then_some(())
         });
         node.kill9();

@@ -2,12 +2,10 @@
 //! split requests, many clients, the client limit.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-mod common;
-
 use std::io::Write;
 use std::sync::{Arc, Barrier};
 
-use common::{Node, Raw, Reply};
+use rstore_testkit::{Node, Raw, Reply, wait_until};
 
 fn protocol_error(reply: &Reply) -> bool {
     matches!(reply, Reply::Error(e) if e.starts_with("ERR Protocol error"))
@@ -148,7 +146,7 @@ fn inline_commands() {
     // Inline and multibulk mixed in one pipeline.
     let mut raw = node.raw();
     let mut bytes = b"INCR n\r\n".to_vec();
-    bytes.extend(common::encode_cmd(&[b"INCR", b"n"]));
+    bytes.extend(rstore_testkit::encode_cmd(&[b"INCR", b"n"]));
     bytes.extend_from_slice(b"INCR n\r\n");
     raw.send(&bytes);
     for want in 1..=3 {
@@ -160,9 +158,9 @@ fn inline_commands() {
 fn requests_split_byte_by_byte() {
     let node = Node::leader(&[]);
     let mut raw = node.raw();
-    let mut bytes = common::encode_cmd(&[b"SET", b"split", b"hello world"]);
+    let mut bytes = rstore_testkit::encode_cmd(&[b"SET", b"split", b"hello world"]);
     bytes.extend_from_slice(b"GET split\r\n");
-    bytes.extend(common::encode_cmd(&[b"APPEND", b"split", b"!"]));
+    bytes.extend(rstore_testkit::encode_cmd(&[b"APPEND", b"split", b"!"]));
     for b in &bytes {
         raw.stream.write_all(&[*b]).unwrap();
         raw.stream.flush().unwrap();
@@ -247,9 +245,9 @@ fn max_clients_refuses_the_third_connection() {
     // The first two still work; after one leaves, a new client gets in.
     assert_eq!(a.cmd_str(&["PING"]), Reply::Simple("PONG".into()));
     drop(b);
-    common::wait_for("a slot to free up", common::DEADLINE, || {
+    wait_until(rstore_testkit::DEADLINE, "a slot to free up", || {
         let mut c = node.raw();
-        c.send(&common::encode_cmd(&[b"PING"]));
+        c.send(&rstore_testkit::encode_cmd(&[b"PING"]));
         match c.read() {
             Ok(Reply::Simple(p)) if p == "PONG" => Some(()),
             _ => None,

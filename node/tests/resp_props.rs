@@ -78,13 +78,8 @@ enum Wire {
 }
 
 fn multibulk(args: &[Bytes]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for arg in args {
-        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
+    rstore_testkit::encode_cmd(&args)
 }
 
 fn wire(args: &[Bytes], form: &Wire) -> Vec<u8> {

@@ -2,9 +2,8 @@
 //! (`GET/POST /config`): no restart, effective at once, kept across restarts.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-mod common;
-
-use common::{Node, err_text};
+use rstore_node::admin::ReplicationMode;
+use rstore_testkit::{Node, err_text};
 
 fn settings_body(mode: &str, sync_replicas: u64, timeout_ms: u64) -> String {
     format!(
@@ -47,8 +46,12 @@ fn a_semi_sync_leader_switched_to_async_takes_writes_at_once_and_keeps_it_after_
     let got: Option<String> = redis::cmd("GET").arg("before").query(&mut c).unwrap();
     assert_eq!(got.as_deref(), Some("1"));
     let status = node.status();
-    assert_eq!(status["mode"], "async", "{status}");
-    assert_eq!(status["settings"]["mode"], "async", "{status}");
+    assert_eq!(status.mode, ReplicationMode::Async, "{status:?}");
+    assert_eq!(
+        status.settings.map(|s| s.mode),
+        Some(ReplicationMode::Async),
+        "{status:?}"
+    );
 
     // A restart with the same (semi-sync) flags keeps what the API set.
     node.terminate();

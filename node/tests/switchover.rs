@@ -5,21 +5,13 @@
 //! followers are refused while it is fenced.
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{DEADLINE, Node, Reply, err_text, wait_for};
+use rstore_testkit::{DEADLINE, Node, Reply, err_text, wait_until};
 
 /// The leader drops a follower it has not heard from for 5 s; pauses stay
 /// well below that so the stream under test survives them.
 const MAX_PAUSE: Duration = Duration::from_secs(4);
-
-fn offset(status: &serde_json::Value, field: &str) -> u64 {
-    status["offsets"][field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("offsets.{field} in {status}"))
-}
 
 /// A follower of `leader` with these extra flags, once its link is up.
 fn follower(leader: &Node, node_id: &str, extra: &[&str]) -> Node {
@@ -27,18 +19,23 @@ fn follower(leader: &Node, node_id: &str, extra: &[&str]) -> Node {
     let mut args = vec!["--follow", repl.as_str(), "--fsync", "never"];
     args.extend_from_slice(extra);
     let node = Node::start_named(node_id, &args);
-    wait_for("the follower link to come up", DEADLINE, || {
-        (node.status()["link"] == "up").then_some(())
+    wait_until(DEADLINE, "the follower link to come up", || {
+        (node.status().link.as_deref() == Some("up")).then_some(())
     });
     node
 }
 
-fn post(node: &Node, path: &str, body: &str) -> serde_json::Value {
-    let r = node.http("POST", path, Some(body));
-    assert_eq!(r.status, 200, "POST {path} {body}: {}", r.body);
+/// `POST /promote` and its answer (the node's status). Raw HTTP: the
+/// admin client does not return the answer's body.
+fn promote(node: &Node, epoch: u64) -> serde_json::Value {
+    let body = format!(r#"{{"epoch": {epoch}}}"#);
+    let r = node.http("POST", "/promote", Some(&body));
+    assert_eq!(r.status, 200, "POST /promote {body}: {}", r.body);
     r.json()
 }
 
+/// The keyspace digest. Raw HTTP: the admin client does not ask for it
+/// (`GET /status?digest=1`).
 fn digest(node: &Node) -> String {
     let r = node.http("GET", "/status?digest=1", None);
     r.json()["digest"].as_str().unwrap().to_string()
@@ -54,9 +51,9 @@ fn a_fenced_leader_streams_its_whole_log_to_connected_followers_and_refuses_new_
     let target = follower(&leader, "target", &[]);
     let mut c = leader.client();
     let _: () = redis::cmd("SET").arg("k").arg("v").query(&mut c).unwrap();
-    let end = offset(&leader.status(), "appended");
-    wait_for("the target to catch up", DEADLINE, || {
-        (offset(&target.status(), "appended") == end).then_some(())
+    let end = leader.status().offsets.appended;
+    wait_until(DEADLINE, "the target to catch up", || {
+        (target.status().offsets.appended == end).then_some(())
     });
 
     // The target stalls while the leader takes a backlog larger than the
@@ -75,14 +72,14 @@ fn a_fenced_leader_streams_its_whole_log_to_connected_followers_and_refuses_new_
         }
         pipe.query::<()>(&mut c).unwrap();
     }
-    let fence = post(&leader, "/fence", r#"{"epoch": 2}"#);
-    assert_eq!(fence["epoch"], 2, "{fence}");
-    assert_eq!(fence["last_epoch"], 1, "{fence}");
-    let last = fence["last_offset"].as_u64().unwrap();
+    let fence = leader.fence(2);
+    assert_eq!(fence.epoch, 2, "{fence:?}");
+    assert_eq!(fence.last_epoch, 1, "{fence:?}");
+    let last = fence.last_offset;
     let st = leader.status();
-    assert_eq!(offset(&st, "appended"), last, "{st}");
-    assert_eq!(st["fenced"], true, "{st}");
-    let acked = st["followers"][0]["received"].as_u64().unwrap();
+    assert_eq!(st.offsets.appended, last, "{st:?}");
+    assert!(st.fenced, "{st:?}");
+    let acked = st.followers[0].received;
     assert!(
         last - acked > 12 << 20,
         "the target was not behind at the fence (acked {acked} of {last}): the test proves nothing"
@@ -102,27 +99,27 @@ fn a_fenced_leader_streams_its_whole_log_to_connected_followers_and_refuses_new_
         "the target was paused {paused:?}: the leader may have dropped it (machine too slow)"
     );
     // Everything the leader had at the fence reaches the target, nothing more.
-    wait_for(
-        "the target to hold the fenced leader's log",
+    wait_until(
         DEADLINE,
-        || (offset(&target.status(), "appended") >= last).then_some(()),
+        "the target to hold the fenced leader's log",
+        || (target.status().offsets.appended >= last).then_some(()),
     );
     let ts = target.status();
-    assert_eq!(offset(&ts, "appended"), last, "{ts}");
-    assert_eq!(ts["last_log_epoch"], 1, "{ts}");
-    assert_eq!(ts["link"], "up", "heartbeats keep the link up: {ts}");
-    wait_for("the leader to see the target's ack", DEADLINE, || {
-        (leader.status()["followers"][0]["received"].as_u64() == Some(last)).then_some(())
+    assert_eq!(ts.offsets.appended, last, "{ts:?}");
+    assert_eq!(ts.last_log_epoch, 1, "{ts:?}");
+    assert_eq!(
+        ts.link.as_deref(),
+        Some("up"),
+        "heartbeats keep the link up: {ts:?}"
+    );
+    wait_until(DEADLINE, "the leader to see the target's ack", || {
+        (leader.status().followers.first().map(|f| f.received) == Some(last)).then_some(())
     });
-    wait_for("the target to apply the log", DEADLINE, || {
-        (offset(&target.status(), "applied") == last).then_some(())
+    wait_until(DEADLINE, "the target to apply the log", || {
+        (target.status().offsets.applied == last).then_some(())
     });
     assert_eq!(digest(&target), digest(&leader));
-    assert_eq!(
-        offset(&leader.status(), "appended"),
-        last,
-        "nothing new logged"
-    );
+    assert_eq!(leader.status().offsets.appended, last, "nothing new logged");
 
     // A follower that arrives now is refused: the fenced leader only
     // finishes what it started.
@@ -135,37 +132,32 @@ fn a_fenced_leader_streams_its_whole_log_to_connected_followers_and_refuses_new_
             "never",
         ],
     );
-    wait_for(
-        "the fenced leader to refuse a new follower",
+    wait_until(
         DEADLINE,
+        "the fenced leader to refuse a new follower",
         || late.stderr().contains("NOTLEADER").then_some(()),
     );
     let ls = late.status();
-    assert_eq!(offset(&ls, "appended"), 0, "{ls}");
-    assert_ne!(ls["link"], "up", "{ls}");
+    assert_eq!(ls.offsets.appended, 0, "{ls:?}");
+    assert_ne!(ls.link.as_deref(), Some("up"), "{ls:?}");
     let st = leader.status();
-    assert_eq!(st["followers"].as_array().unwrap().len(), 1, "{st}");
-    assert_eq!(st["followers"][0]["node_id"], "target", "{st}");
+    assert_eq!(st.followers.len(), 1, "{st:?}");
+    assert_eq!(st.followers[0].node_id, "target", "{st:?}");
 
     // The switchover completes: promote the target, repoint the old leader.
     // Nothing diverged, so nothing is cut.
-    let promoted = post(&target, "/promote", r#"{"epoch": 2}"#);
+    let promoted = promote(&target, 2);
     assert_eq!(promoted["role"], "leader", "{promoted}");
-    let repl = target.addrs.repl.to_string();
-    post(
-        &leader,
-        "/follow",
-        &format!(r#"{{"leader": "{repl}", "epoch": 2}}"#),
-    );
+    leader.follow(&target, 2);
     let mut tc = target.client();
     let _: () = redis::cmd("SET")
         .arg("after-switch")
         .arg("1")
         .query(&mut tc)
         .unwrap();
-    let end = offset(&target.status(), "appended");
-    wait_for("the old leader to follow the new one", DEADLINE, || {
-        (offset(&leader.status(), "applied") == end).then_some(())
+    let end = target.status().offsets.appended;
+    wait_until(DEADLINE, "the old leader to follow the new one", || {
+        (leader.status().offsets.applied == end).then_some(())
     });
     assert_eq!(get(&leader, "after-switch"), Reply::Bulk(b"1".to_vec()));
     assert_eq!(get(&target, "big255"), Reply::Bulk(value));
@@ -197,7 +189,7 @@ fn a_write_waiting_when_its_leader_is_fenced_is_indeterminate_and_stays_invisibl
         .arg("1")
         .query(&mut c)
         .unwrap();
-    let committed = offset(&leader.status(), "committed");
+    let committed = leader.status().offsets.committed;
 
     // The target stalls, so the next write waits for its ack ...
     target.pause();
@@ -209,13 +201,13 @@ fn a_write_waiting_when_its_leader_is_fenced_is_indeterminate_and_stays_invisibl
             .query::<()>(&mut c)
             .map_err(|e| err_text(&e))
     });
-    wait_for("the write to be logged", DEADLINE, || {
-        (offset(&leader.status(), "appended") > committed).then_some(())
+    wait_until(DEADLINE, "the write to be logged", || {
+        (leader.status().offsets.appended > committed).then_some(())
     });
     // ... and the fence answers it: indeterminate, never OK.
-    let fence = post(&leader, "/fence", r#"{"epoch": 2}"#);
-    let last = fence["last_offset"].as_u64().unwrap();
-    assert!(last > committed, "{fence}");
+    let fence = leader.fence(2);
+    let last = fence.last_offset;
+    assert!(last > committed, "{fence:?}");
     let answer = writer.join().unwrap();
     let err = answer.expect_err("a fenced leader acknowledged a write");
     assert!(
@@ -231,28 +223,28 @@ fn a_write_waiting_when_its_leader_is_fenced_is_indeterminate_and_stays_invisibl
     );
     // The record still reaches the target, which acknowledges it to the
     // fenced leader ...
-    wait_for(
-        "the fenced leader to see the target's ack",
+    wait_until(
         DEADLINE,
-        || (leader.status()["followers"][0]["received"].as_u64() == Some(last)).then_some(()),
+        "the fenced leader to see the target's ack",
+        || (leader.status().followers.first().map(|f| f.received) == Some(last)).then_some(()),
     );
     // ... but the fenced leader's commit stays where the fence left it:
     // the write becomes visible neither there nor on the target.
     let st = leader.status();
-    assert_eq!(offset(&st, "committed"), committed, "{st}");
+    assert_eq!(st.offsets.committed, committed, "{st:?}");
     assert_eq!(get(&leader, "pending"), Reply::Nil);
     // `appended` is the end of the local log, received records included
     // before they are committed or applied.
     let ts = target.status();
-    assert_eq!(offset(&ts, "appended"), last, "{ts}");
-    assert!(offset(&ts, "applied") < last, "{ts}");
-    assert!(offset(&ts, "committed") <= committed, "{ts}");
-    assert_eq!(ts["last_log_epoch"], 1, "{ts}");
+    assert_eq!(ts.offsets.appended, last, "{ts:?}");
+    assert!(ts.offsets.applied < last, "{ts:?}");
+    assert!(ts.offsets.committed <= committed, "{ts:?}");
+    assert_eq!(ts.last_log_epoch, 1, "{ts:?}");
     assert_eq!(get(&target, "pending"), Reply::Nil);
 
     // Promoted, the target makes its whole log history: an indeterminate
     // write may land, and here it does.
-    let promoted = post(&target, "/promote", r#"{"epoch": 2}"#);
+    let promoted = promote(&target, 2);
     assert_eq!(promoted["last_log_epoch"], 2, "{promoted}");
     assert_eq!(get(&target, "pending"), Reply::Bulk(b"x".to_vec()));
     assert_eq!(get(&target, "before"), Reply::Bulk(b"1".to_vec()));
@@ -283,12 +275,12 @@ fn a_fenced_leader_promoted_again_makes_its_followers_reconnect_and_count() {
     // at a new epoch. Its promotion forgets the follower table, so the
     // stream opened under epoch 1 ends and the follower handshakes again;
     // otherwise its acks would count for nothing and writes would time out.
-    post(&leader, "/fence", r#"{"epoch": 2}"#);
-    let promoted = post(&leader, "/promote", r#"{"epoch": 3}"#);
+    leader.fence(2);
+    let promoted = promote(&leader, 3);
     assert_eq!(promoted["role"], "leader", "{promoted}");
-    wait_for("the follower to be registered again", DEADLINE, || {
+    wait_until(DEADLINE, "the follower to be registered again", || {
         let st = leader.status();
-        (st["followers"].as_array().unwrap().len() == 1).then_some(())
+        (st.followers.len() == 1).then_some(())
     });
     let mut c = leader.client();
     let _: () = redis::cmd("SET")
@@ -296,13 +288,13 @@ fn a_fenced_leader_promoted_again_makes_its_followers_reconnect_and_count() {
         .arg("2")
         .query(&mut c)
         .unwrap_or_else(|e| panic!("semi-sync write after the re-promotion: {e}"));
-    let end = offset(&leader.status(), "appended");
-    wait_for(
-        "the follower to apply the new epoch's write",
+    let end = leader.status().offsets.appended;
+    wait_until(
         DEADLINE,
-        || (offset(&target.status(), "applied") == end).then_some(()),
+        "the follower to apply the new epoch's write",
+        || (target.status().offsets.applied == end).then_some(()),
     );
-    assert_eq!(target.status()["last_log_epoch"], 3);
+    assert_eq!(target.status().last_log_epoch, 3);
     assert_eq!(get(&target, "after"), Reply::Bulk(b"2".to_vec()));
 }
 
@@ -328,10 +320,8 @@ fn a_leader_stopped_with_sigterm_waits_until_a_follower_has_its_whole_log() {
         }
         pipe.query::<()>(&mut c).unwrap();
     }
-    let end = offset(&leader.status(), "appended");
-    let received = leader.status()["followers"][0]["received"]
-        .as_u64()
-        .unwrap();
+    let end = leader.status().offsets.appended;
+    let received = leader.status().followers[0].received;
     assert!(received < end, "the follower already has the backlog");
     // Stop the leader while its follower is still paused; let the follower
     // go on a moment later, as a slow network would.
@@ -339,9 +329,7 @@ fn a_leader_stopped_with_sigterm_waits_until_a_follower_has_its_whole_log() {
         let pid = target.addrs.pid;
         std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(300));
-            let _ = std::process::Command::new("kill")
-                .args(["-CONT", &pid.to_string()])
-                .status();
+            rstore_testkit::signal(pid, "CONT");
         })
     };
     let exit = leader.terminate();
@@ -352,9 +340,9 @@ fn a_leader_stopped_with_sigterm_waits_until_a_follower_has_its_whole_log() {
         "{}",
         leader.stderr()
     );
-    assert_eq!(offset(&target.status(), "appended"), end);
+    assert_eq!(target.status().offsets.appended, end);
     // Every acknowledged write is there once the follower is promoted.
-    post(&target, "/promote", r#"{"epoch": 2}"#);
+    target.promote(2);
     for i in 0..256 {
         match get(&target, &format!("big{i}")) {
             Reply::Bulk(v) => assert_eq!(v.len(), value.len()),

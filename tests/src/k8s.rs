@@ -435,7 +435,7 @@ impl Cluster {
     pub fn kubelet(&self) -> &Kubelet {
         let started = self.kubelet.get_or_init(|| {
             let mut binaries = std::collections::BTreeMap::new();
-            binaries.insert("rstore-node".to_string(), crate::node_binary());
+            binaries.insert("rstore-node".to_string(), rstore_testkit::node_binary());
             binaries.insert("rstore-operator".to_string(), crate::operator_binary());
             self.start_kubelet(binaries)
         });

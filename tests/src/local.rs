@@ -12,29 +12,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::{node_binary, operator_binary, wait_for};
+use rstore_testkit::{DEADLINE, connect, node_binary, signal, try_connect, wait_until};
+
+use crate::operator_binary;
 
 /// One running `rstore-operator local`.
 pub struct LocalCluster {
     pub dir: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
-}
-
-/// Whether a process exists (and is no zombie).
-pub fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, rest)| rest.trim_start().chars().next())
-        })
-        .is_some_and(|state| state != 'Z' && state != 'X')
-}
-
-/// Send a signal (`-9`, `-TERM`, `-STOP`, ...) with the `kill` utility.
-pub fn kill(pid: u32, sig: &str) {
-    let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
 }
 
 impl LocalCluster {
@@ -87,16 +73,12 @@ impl LocalCluster {
             .expect("spawn rstore-operator local");
         let pid = child.id();
         self.child = Some(child);
-        wait_for(
-            "the operator to write cluster.json",
-            Duration::from_secs(30),
-            || {
-                self.check_running();
-                self.state()
-                    .filter(|s| s["operatorPid"].as_u64() == Some(u64::from(pid)))
-                    .map(|_| ())
-            },
-        );
+        wait_until(DEADLINE, "the operator to write cluster.json", || {
+            self.check_running();
+            self.state()
+                .filter(|s| s["operatorPid"].as_u64() == Some(u64::from(pid)))
+                .map(|_| ())
+        });
     }
 
     /// Start again after [`LocalCluster::stop`] or a kill, same flags and
@@ -260,7 +242,7 @@ impl LocalCluster {
         let Some(mut child) = self.child.take() else {
             return true;
         };
-        kill(child.id(), "-TERM");
+        signal(child.id(), "TERM");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -304,8 +286,8 @@ impl Drop for LocalCluster {
         if !self.stop() {
             // The operator could not stop its nodes: do it here.
             for pid in pids {
-                kill(pid, "-CONT");
-                kill(pid, "-9");
+                signal(pid, "CONT");
+                signal(pid, "KILL");
             }
         }
     }
@@ -339,13 +321,10 @@ impl Workload {
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         if conn.is_none() {
-                            conn = redis::Client::open(url.as_str())
-                                .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(3)))
-                                .ok();
-                            if let Some(c) = &conn {
-                                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-                                let _ = c.set_write_timeout(Some(Duration::from_secs(5)));
-                            } else {
+                            conn =
+                                try_connect(&url, Duration::from_secs(3), Duration::from_secs(5))
+                                    .ok();
+                            if conn.is_none() {
                                 std::thread::sleep(Duration::from_millis(20));
                                 continue;
                             }
@@ -456,10 +435,7 @@ impl Drop for Workload {
 
 /// The keys of `expected` that `addr` does not hold with their value.
 pub fn missing(addr: SocketAddr, expected: &BTreeMap<String, String>) -> Vec<String> {
-    let client = redis::Client::open(format!("redis://{addr}/")).expect("client");
-    let mut conn = wait_for("a connection", Duration::from_secs(10), || {
-        client.get_connection().ok()
-    });
+    let mut conn = connect(&format!("redis://{addr}/"));
     let keys: Vec<&String> = expected.keys().collect();
     let mut missing = Vec::new();
     for chunk in keys.chunks(500) {

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use rstore_e2e::local::{Workload, missing};
-use rstore_e2e::{NodeProc, wait_for};
 use rstore_node::admin::ReplicationMode;
 use rstore_operator::brain::{Event, Plan, Presence, Recorded, RoleLabel, Settings};
 use rstore_operator::coordination::{self, Driver, HttpNodeAdmin, Member, PassInput, ProbeTracker};
 use rstore_operator::crd::MemberStatus;
+use rstore_testkit::{Node, wait_until};
 
 const LONG: Duration = Duration::from_secs(60);
 const FLAGS: [&str; 6] = [
@@ -94,7 +94,7 @@ impl Brain {
         }
     }
 
-    fn members(&self, nodes: &[NodeProc], gone: &[bool]) -> Vec<Member> {
+    fn members(&self, nodes: &[Node], gone: &[bool]) -> Vec<Member> {
         let labels = self.driver.labels.lock().unwrap();
         nodes
             .iter()
@@ -102,8 +102,8 @@ impl Brain {
             .map(|(i, n)| Member {
                 name: n.id.clone(),
                 ordinal: i32::try_from(i).unwrap(),
-                admin_addr: n.admin.to_string(),
-                repl_addr: n.repl.to_string(),
+                admin_addr: n.addrs.admin.to_string(),
+                repl_addr: n.addrs.repl.to_string(),
                 pod_ready: true,
                 role_label: labels.get(&n.id).copied().flatten(),
                 presence: if gone[i] {
@@ -117,7 +117,7 @@ impl Brain {
     }
 
     /// One tick: probe everything, then one pass.
-    async fn tick(&mut self, nodes: &[NodeProc], gone: &[bool]) -> Plan {
+    async fn tick(&mut self, nodes: &[Node], gone: &[bool]) -> Plan {
         let members = self.members(nodes, gone);
         let probes =
             coordination::probe_all(&self.admin, &members, Duration::from_millis(300)).await;
@@ -145,7 +145,7 @@ impl Brain {
     /// Ticks until `done` holds of the plan (or the deadline passes).
     async fn until(
         &mut self,
-        nodes: &[NodeProc],
+        nodes: &[Node],
         gone: &[bool],
         what: &str,
         done: impl Fn(&Plan, &MemoryDriver) -> bool,
@@ -188,9 +188,9 @@ fn settled(plan: &Plan, driver: &MemoryDriver) -> bool {
             == 3
 }
 
-fn start_cluster(dir: &std::path::Path) -> Vec<NodeProc> {
+fn start_cluster(dir: &std::path::Path) -> Vec<Node> {
     (0..3)
-        .map(|i| NodeProc::start(&dir.join(format!("n{i}")), &format!("n{i}"), &FLAGS))
+        .map(|i| Node::start_in(&dir.join(format!("n{i}")), &format!("n{i}"), &FLAGS))
         .collect()
 }
 
@@ -208,8 +208,8 @@ async fn failover_loses_nothing(fault: Fault) {
     assert_eq!(brain.leader_label().as_deref(), Some("n0"));
     assert_eq!(brain.recorded.epoch, 1);
 
-    let workload = Workload::start(nodes[0].data, 4);
-    wait_for("acknowledged writes", LONG, || {
+    let workload = Workload::start(nodes[0].addrs.data, 4);
+    wait_until(LONG, "acknowledged writes", || {
         (workload.count() > 300).then_some(())
     });
     let started = Instant::now();
@@ -244,7 +244,7 @@ async fn failover_loses_nothing(fault: Fault) {
         nodes[0].resume();
     }
     let expected = workload.finish();
-    let lost = missing(nodes[new].data, &expected);
+    let lost = missing(nodes[new].addrs.data, &expected);
     assert!(
         lost.is_empty(),
         "{} of {} acknowledged writes lost: {:?}",
@@ -261,7 +261,7 @@ async fn failover_loses_nothing(fault: Fault) {
 
     // The old leader returns (restarted, or resumed) and follows.
     if let Fault::Kill = fault {
-        nodes[0].restart(&[]);
+        nodes[0].restart();
         gone[0] = false;
     }
     brain
@@ -271,7 +271,7 @@ async fn failover_loses_nothing(fault: Fault) {
     assert_eq!(old.epoch, 2);
     assert_eq!(
         old.leader.as_deref(),
-        Some(nodes[new].repl.to_string().as_str())
+        Some(nodes[new].addrs.repl.to_string().as_str())
     );
     let end = nodes[new].status().offsets.appended;
     nodes[0].wait_applied(end, LONG);

@@ -9,31 +9,31 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rstore_e2e::{NodeProc, wait_for};
+use rstore_testkit::{Node, wait_until};
 
 const LONG: Duration = Duration::from_secs(60);
 
 struct Cluster {
     _tmp: tempfile::TempDir,
-    leader: NodeProc,
-    followers: Vec<NodeProc>,
+    leader: Node,
+    followers: Vec<Node>,
 }
 
 fn cluster(mode_flags: &[&str], followers: usize) -> Cluster {
     let tmp = tempfile::tempdir().expect("tmp");
     let mut lflags = vec!["--role", "leader"];
     lflags.extend_from_slice(mode_flags);
-    let leader = NodeProc::start(&tmp.path().join("n0"), "n0", &lflags);
-    let repl = leader.repl.to_string();
+    let leader = Node::start_in(&tmp.path().join("n0"), "n0", &lflags);
+    let repl = leader.addrs.repl.to_string();
     let fs = (1..=followers)
         .map(|i| {
             let mut flags = vec!["--follow", repl.as_str()];
             flags.extend_from_slice(mode_flags);
-            NodeProc::start(&tmp.path().join(format!("n{i}")), &format!("n{i}"), &flags)
+            Node::start_in(&tmp.path().join(format!("n{i}")), &format!("n{i}"), &flags)
         })
         .collect::<Vec<_>>();
     for f in &fs {
-        wait_for("followers to connect", LONG, || {
+        wait_until(LONG, "followers to connect", || {
             (f.status().link.as_deref() == Some("up")).then_some(())
         });
     }
@@ -53,7 +53,7 @@ type Writers = (
 );
 
 /// Writers that record every acknowledged write until the first error.
-fn start_writers(node: &NodeProc, threads: usize) -> Writers {
+fn start_writers(node: &Node, threads: usize) -> Writers {
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicUsize::new(0));
     let handles = (0..threads)
@@ -84,8 +84,14 @@ fn start_writers(node: &NodeProc, threads: usize) -> Writers {
 /// The operator's failover: fence all followers at `epoch`, promote the
 /// highest (last epoch, last offset), repoint the rest. Returns the index
 /// of the new leader.
-fn fail_over(followers: &[NodeProc], epoch: u64) -> usize {
-    let fenced: Vec<(u64, u64)> = followers.iter().map(|f| f.fence(epoch)).collect();
+fn fail_over(followers: &[Node], epoch: u64) -> usize {
+    let fenced: Vec<(u64, u64)> = followers
+        .iter()
+        .map(|f| {
+            let r = f.fence(epoch);
+            (r.last_epoch, r.last_offset)
+        })
+        .collect();
     let best = (0..followers.len())
         .max_by_key(|&i| fenced[i])
         .expect("a follower");
@@ -102,7 +108,7 @@ fn check_no_acked_write_lost(mode: &[&str]) {
     for round in 0..2 {
         let mut c = cluster(mode, 2);
         let (stop, acked, writers) = start_writers(&c.leader, 4);
-        wait_for("some acknowledged writes", LONG, || {
+        wait_until(LONG, "some acknowledged writes", || {
             (acked.load(Ordering::Relaxed) > 300).then_some(())
         });
         c.leader.kill9();
@@ -165,7 +171,7 @@ fn async_failover_loss_window_is_measured() {
         2,
     );
     let (stop, acked, writers) = start_writers(&c.leader, 4);
-    wait_for("some acknowledged writes", LONG, || {
+    wait_until(LONG, "some acknowledged writes", || {
         (acked.load(Ordering::Relaxed) > 2000).then_some(())
     });
     c.leader.kill9();
@@ -248,7 +254,7 @@ fn deposed_leader_cannot_acknowledge_after_fencing_and_rejoins_by_truncating() {
     c.leader.follow(new_leader, 2);
     c.leader
         .wait_applied(new_leader.status().offsets.appended, LONG);
-    wait_for("the old leader to converge", LONG, || {
+    wait_until(LONG, "the old leader to converge", || {
         (c.leader.digest() == new_leader.digest()).then_some(())
     });
     let mut rc = c.leader.client();
@@ -266,9 +272,9 @@ fn deposed_leader_cannot_acknowledge_after_fencing_and_rejoins_by_truncating() {
 #[test]
 fn async_old_leader_with_a_diverged_tail_truncates_on_rejoin() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut a = NodeProc::start(&tmp.path().join("a"), "a", &["--role", "leader"]);
-    let arepl = a.repl.to_string();
-    let mut b = NodeProc::start(&tmp.path().join("b"), "b", &["--follow", &arepl]);
+    let mut a = Node::start_in(&tmp.path().join("a"), "a", &["--role", "leader"]);
+    let arepl = a.addrs.repl.to_string();
+    let mut b = Node::start_in(&tmp.path().join("b"), "b", &["--follow", &arepl]);
     let mut ac = a.client();
     for i in 0..100 {
         let _: () = redis::cmd("SET")
@@ -294,7 +300,7 @@ fn async_old_leader_with_a_diverged_tail_truncates_on_rejoin() {
         .expect("set");
     a.kill9();
     // b becomes leader at epoch 2 and takes different writes.
-    b.restart(&[]);
+    b.restart();
     b.fence(2);
     b.promote(2);
     let mut bc = b.client();
@@ -308,7 +314,7 @@ fn async_old_leader_with_a_diverged_tail_truncates_on_rejoin() {
     // a restarts (as leader before: it comes back idle, never leading),
     // then follows b and must cut exactly its diverged tail.
     a.drop_flag("--role", true);
-    a.restart(&[]);
+    a.restart();
     assert_ne!(
         a.status().role,
         rstore_node::admin::Role::Leader,
@@ -316,7 +322,7 @@ fn async_old_leader_with_a_diverged_tail_truncates_on_rejoin() {
     );
     a.follow(&b, 2);
     a.wait_applied(b.status().offsets.appended, LONG);
-    wait_for("a to converge on b", LONG, || {
+    wait_until(LONG, "a to converge on b", || {
         (a.digest() == b.digest()).then_some(())
     });
     let mut ac = a.client();
@@ -329,7 +335,7 @@ fn async_old_leader_with_a_diverged_tail_truncates_on_rejoin() {
 #[test]
 fn semi_sync_writes_are_invisible_until_committed() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let leader = NodeProc::start(
+    let leader = Node::start_in(
         &tmp.path().join("l"),
         "l",
         &[
@@ -350,15 +356,15 @@ fn semi_sync_writes_are_invisible_until_committed() {
         let r: redis::RedisResult<()> = redis::cmd("SET").arg("k").arg("v").query(&mut writer);
         (r, writer)
     });
-    wait_for("the write to be logged", LONG, || {
+    wait_until(LONG, "the write to be logged", || {
         (leader.status().offsets.appended > 0).then_some(())
     });
     let seen: Option<String> = redis::cmd("GET").arg("k").query(&mut reader).expect("get");
     assert_eq!(seen, None, "an uncommitted write must not be visible");
     assert_eq!(leader.status().offsets.committed, 0);
     // A follower arrives and acknowledges: the write commits.
-    let repl = leader.repl.to_string();
-    let _f = NodeProc::start(
+    let repl = leader.addrs.repl.to_string();
+    let _f = Node::start_in(
         &tmp.path().join("f"),
         "f",
         &[
@@ -389,7 +395,7 @@ fn semi_sync_writes_are_invisible_until_committed() {
 #[test]
 fn degrade_mode_is_explicit_and_visible() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let leader = NodeProc::start(
+    let leader = Node::start_in(
         &tmp.path().join("l"),
         "l",
         &[
@@ -415,14 +421,14 @@ fn degrade_mode_is_explicit_and_visible() {
         .query(&mut c)
         .expect("info");
     assert!(info.contains("rstore_degraded:1"), "{info}");
-    let (_, metrics) = leader.http("GET", "/metrics", None);
+    let metrics = leader.admin().metrics().expect("GET /metrics");
     assert!(
         metrics.contains("rstore_replication_degraded 1"),
         "{metrics}"
     );
     // A follower catches up: back to semi-sync.
-    let repl = leader.repl.to_string();
-    let _f = NodeProc::start(
+    let repl = leader.addrs.repl.to_string();
+    let _f = Node::start_in(
         &tmp.path().join("f"),
         "f",
         &["--follow", &repl, "--replication-mode", "semi-sync"],
@@ -432,7 +438,7 @@ fn degrade_mode_is_explicit_and_visible() {
         .arg("v")
         .query(&mut c)
         .expect("write");
-    wait_for("degraded mode to end", LONG, || {
+    wait_until(LONG, "degraded mode to end", || {
         (!leader.status().degraded).then_some(())
     });
 }

@@ -1134,7 +1134,8 @@ async fn rolling_update_replaces_followers_then_switches_over_then_the_old_leade
 
 /// An HTTP/1.1 request with optional headers; (code, body).
 fn http(addr: SocketAddr, method: &str, path: &str, headers: &[&str], body: &str) -> (u16, String) {
-    rstore_e2e::http_with_headers(addr, method, path, headers, body)
+    let r = rstore_testkit::http(addr, method, path, headers, Some(body));
+    (r.status, r.body)
 }
 
 /// The fields of `/status` an admin call could change.

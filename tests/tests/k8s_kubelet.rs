@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use rstore_e2e::k8s::{self, Cluster};
-use rstore_e2e::{http, wait_for};
+use rstore_testkit::{Admin, wait_until};
 
 fn apply(cluster: &Cluster, ns: &str, yaml: &str) {
     cluster
@@ -71,14 +71,10 @@ fn admin(ip: &str) -> SocketAddr {
 }
 
 fn node_id(ip: &str) -> String {
-    let (code, body) = http(admin(ip), "GET", "/status", None);
-    assert_eq!(code, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).expect("status JSON");
-    v["node_id"]
-        .as_str()
-        .or_else(|| v["nodeId"].as_str())
-        .unwrap_or_default()
-        .to_string()
+    Admin::new(admin(ip))
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .node_id
 }
 
 const POD: &str = r#"
@@ -204,7 +200,7 @@ async fn a_pod_runs_as_a_process_with_its_env_probes_restarts_and_deletion() {
         .expect("kubectl delete pod");
     eprintln!("pod deleted in {:.2} s", t.elapsed().as_secs_f64());
     assert!(pods.get_opt("solo").await.expect("get").is_none());
-    wait_for("the pod's process to exit", Duration::from_secs(10), || {
+    wait_until(Duration::from_secs(10), "the pod's process to exit", || {
         (!std::path::Path::new(&format!("/proc/{pid}")).exists()).then_some(())
     });
     assert!(kubelet.pod(&ns, "solo").is_none());
@@ -293,18 +289,17 @@ async fn statefulset_pods_reach_each_other_by_dns_and_endpoints_follow_readiness
     );
 
     // kv-0 leads; kv-1 follows it by DNS name (the headless Service).
-    let (code, body) = http(admin(&ip0), "POST", "/promote", Some(r#"{"epoch":1}"#));
-    assert_eq!(code, 200, "promote: {body}");
-    if kubelet.network_mode() == "netns" {
-        let leader = format!("kv-0.kv-headless.{}.svc:7379", &*ns);
-        let body = format!(r#"{{"leader":"{leader}","epoch":1}}"#);
-        let (code, resp) = http(admin(&ip1), "POST", "/follow", Some(&body));
-        assert_eq!(code, 200, "follow: {resp}");
+    Admin::new(admin(&ip0))
+        .promote(1)
+        .unwrap_or_else(|e| panic!("promote: {e}"));
+    let leader = if kubelet.network_mode() == "netns" {
+        format!("kv-0.kv-headless.{}.svc:7379", &*ns)
     } else {
-        let body = format!(r#"{{"leader":"{ip0}:7379","epoch":1}}"#);
-        let (code, resp) = http(admin(&ip1), "POST", "/follow", Some(&body));
-        assert_eq!(code, 200, "follow: {resp}");
-    }
+        format!("{ip0}:7379")
+    };
+    Admin::new(admin(&ip1))
+        .follow(&leader, 1)
+        .unwrap_or_else(|e| panic!("follow: {e}"));
     wait_pod(&pods, "kv-0", "Ready", Duration::from_secs(30), is_ready).await;
     wait_pod(&pods, "kv-1", "Ready", Duration::from_secs(30), is_ready).await;
 
@@ -322,9 +317,9 @@ async fn statefulset_pods_reach_each_other_by_dns_and_endpoints_follow_readiness
         .expect("url")
         .get_connection_with_timeout(Duration::from_secs(5))
         .expect("connect kv-1");
-    wait_for(
-        "the write to replicate by DNS name",
+    wait_until(
         Duration::from_secs(20),
+        "the write to replicate by DNS name",
         || {
             redis::cmd("GET")
                 .arg("x")
@@ -366,16 +361,16 @@ async fn statefulset_pods_reach_each_other_by_dns_and_endpoints_follow_readiness
     )
     .await;
     let ip0 = pod_ip(&kv0);
-    wait_for(
-        "the recreated kv-0 to serve",
+    wait_until(
         Duration::from_secs(30),
+        "the recreated kv-0 to serve",
         || std::net::TcpStream::connect_timeout(&admin(&ip0), Duration::from_secs(1)).ok(),
     );
-    let (code, body) = http(admin(&ip0), "GET", "/status", None);
-    assert_eq!(code, 200, "{body}");
-    let st: serde_json::Value = serde_json::from_str(&body).expect("status");
+    let st = Admin::new(admin(&ip0))
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
     assert!(
-        st["epoch"].as_u64().unwrap_or(0) >= 1,
-        "the recreated pod kept its data and epoch (PVC folder): {st}"
+        st.epoch >= 1,
+        "the recreated pod kept its data and epoch (PVC folder): {st:?}"
     );
 }

@@ -88,7 +88,7 @@ async fn helm_install_then_the_example_store_serves_and_fails_over_on_pod_delete
     // READONLY on a follower.
     write_keys(&store, "k");
     let mut r = redis_at(store.read_svc).expect("connect through demo-read");
-    rstore_e2e::wait_for("reads through demo-read", Duration::from_secs(20), || {
+    rstore_testkit::wait_until(Duration::from_secs(20), "reads through demo-read", || {
         redis::cmd("GET")
             .arg(format!("k{}", KEYS - 1))
             .query::<Option<String>>(&mut r)

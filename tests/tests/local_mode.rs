@@ -5,16 +5,15 @@
 
 use std::time::{Duration, Instant};
 
-use rstore_e2e::local::{LocalCluster, Workload, alive, kill, missing};
-use rstore_e2e::wait_for;
+use rstore_e2e::local::{LocalCluster, Workload, missing};
+use rstore_node::admin::StatusResponse;
+use rstore_testkit::{Admin, alive, signal, wait_until};
 
 /// Bound of each wait; the tests as a whole stay well under a minute.
 const SETTLE: Duration = Duration::from_secs(20);
 
-fn status_json(addr: std::net::SocketAddr) -> serde_json::Value {
-    let (code, body) = rstore_e2e::http(addr, "GET", "/status", None);
-    assert_eq!(code, 200, "{body}");
-    serde_json::from_str(&body).expect("status json")
+fn status(addr: std::net::SocketAddr) -> StatusResponse {
+    Admin::new(addr).status().unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[test]
@@ -25,16 +24,16 @@ fn kill_9_of_the_leader_fails_over_fast_and_loses_no_acknowledged_write() {
     let listen = cluster.listen();
 
     let workload = Workload::start(listen, 4);
-    wait_for("writes through the leader endpoint", SETTLE, || {
+    wait_until(SETTLE, "writes through the leader endpoint", || {
         (workload.count() >= 200).then_some(())
     });
     let pid = cluster.member_pid(&old_leader).expect("leader pid");
     let kill_started = Instant::now();
-    kill(pid, "-9");
+    signal(pid, "-9");
     // Writes sent from now on can only be acknowledged by a new leader.
     let killed_at = Instant::now();
 
-    let resumed_at = wait_for("a write acknowledged after the kill", SETTLE, || {
+    let resumed_at = wait_until(SETTLE, "a write acknowledged after the kill", || {
         workload.first_ack_sent_after(killed_at)
     });
     // Conservative: from before the `kill` command ran.
@@ -44,7 +43,7 @@ fn kill_9_of_the_leader_fails_over_fast_and_loses_no_acknowledged_write() {
         write_gap < Duration::from_secs(5),
         "writes resumed only after {write_gap:?}"
     );
-    let (new_leader, new_epoch) = wait_for("the new leader recorded", SETTLE, || {
+    let (new_leader, new_epoch) = wait_until(SETTLE, "the new leader recorded", || {
         cluster.settled_leader().filter(|(l, _)| *l != old_leader)
     });
     assert!(new_epoch > old_epoch, "epoch {old_epoch} -> {new_epoch}");
@@ -58,7 +57,7 @@ fn kill_9_of_the_leader_fails_over_fast_and_loses_no_acknowledged_write() {
 
     // Keep writing on the new leader a moment, then check the set.
     let before = workload.count();
-    wait_for("writes on the new leader", SETTLE, || {
+    wait_until(SETTLE, "writes on the new leader", || {
         (workload.count() >= before + 200).then_some(())
     });
     let acked = workload.finish();
@@ -72,7 +71,7 @@ fn kill_9_of_the_leader_fails_over_fast_and_loses_no_acknowledged_write() {
     );
 
     // The killed member is restarted by the supervisor and follows.
-    wait_for("the old leader back as a follower", SETTLE, || {
+    wait_until(SETTLE, "the old leader back as a follower", || {
         let m = cluster.member(&old_leader);
         let restarted = cluster
             .member_pid(&old_leader)
@@ -81,12 +80,10 @@ fn kill_9_of_the_leader_fails_over_fast_and_loses_no_acknowledged_write() {
     });
     // It truncated nothing it should keep and caught up: every
     // acknowledged key is on it too.
-    let leader_end = status_json(cluster.admin_addr(&new_leader))["offsets"]["committed"]
-        .as_u64()
-        .expect("committed");
+    let leader_end = status(cluster.admin_addr(&new_leader)).offsets.committed;
     let old_admin = cluster.admin_addr(&old_leader);
-    wait_for("the old leader to catch up", SETTLE, || {
-        (status_json(old_admin)["offsets"]["applied"].as_u64() >= Some(leader_end)).then_some(())
+    wait_until(SETTLE, "the old leader to catch up", || {
+        (status(old_admin).offsets.applied >= leader_end).then_some(())
     });
     let lost = missing(cluster.data_addr(&old_leader), &acked);
     assert!(
@@ -131,7 +128,7 @@ fn a_switchover_moves_the_leader_with_no_acknowledged_write_lost() {
         .expect("a follower");
 
     let workload = Workload::start(cluster.listen(), 4);
-    wait_for("writes through the leader endpoint", SETTLE, || {
+    wait_until(SETTLE, "writes through the leader endpoint", || {
         (workload.count() >= 200).then_some(())
     });
     let asked_at = Instant::now();
@@ -157,7 +154,7 @@ fn a_switchover_moves_the_leader_with_no_acknowledged_write_lost() {
     assert_eq!(state["lastFailover"]["lostBytes"], 0);
 
     let before = workload.count();
-    wait_for("writes on the new leader", SETTLE, || {
+    wait_until(SETTLE, "writes on the new leader", || {
         (workload.count() >= before + 200).then_some(())
     });
     let acked = workload.finish();
@@ -189,7 +186,7 @@ fn a_restarted_operator_resumes_the_same_cluster_with_its_data() {
         LocalCluster::start(&tmp.path().join("c"), 2, &["--replication-mode", "sync"]);
     let (_, epoch) = cluster.wait_settled(SETTLE);
     let workload = Workload::start(cluster.listen(), 2);
-    wait_for("writes", SETTLE, || (workload.count() >= 100).then_some(()));
+    wait_until(SETTLE, "writes", || (workload.count() >= 100).then_some(()));
     let acked = workload.finish();
     let before = cluster.must_state();
     let pids = cluster.node_pids();
@@ -208,7 +205,7 @@ fn a_restarted_operator_resumes_the_same_cluster_with_its_data() {
     cluster.restart();
     cluster.wait_settled(SETTLE);
     let orphans = cluster.node_pids();
-    kill(cluster.pid().expect("operator pid"), "-9");
+    signal(cluster.pid().expect("operator pid"), "-9");
     cluster.reap();
     assert!(
         orphans.iter().all(|p| alive(*p)),
@@ -235,7 +232,7 @@ fn a_restarted_operator_resumes_the_same_cluster_with_its_data() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn a second operator");
-    let refused = wait_for("the second operator to give up", SETTLE, || {
+    let refused = wait_until(SETTLE, "the second operator to give up", || {
         second.try_wait().ok().flatten()
     });
     assert!(!refused.success());

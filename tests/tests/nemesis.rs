@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rstore_e2e::local::{LocalCluster, Workload, alive, kill, missing};
-use rstore_e2e::wait_for;
+use rstore_e2e::local::{LocalCluster, Workload, missing};
+use rstore_testkit::{Admin, alive, signal, try_connect, wait_until};
 
 const SETTLE: Duration = Duration::from_secs(30);
 
@@ -81,12 +81,12 @@ impl ReadYourWrites {
         let (s, c, v) = (stop.clone(), checked.clone(), violations.clone());
         let thread = std::thread::spawn(move || {
             let connect = |addr: SocketAddr| {
-                redis::Client::open(format!("redis://{addr}/"))
-                    .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(2)))
-                    .ok()
-                    .inspect(|conn| {
-                        let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-                    })
+                try_connect(
+                    &format!("redis://{addr}/"),
+                    Duration::from_secs(2),
+                    Duration::from_secs(5),
+                )
+                .ok()
             };
             let mut n = 0u64;
             while !s.load(Ordering::Relaxed) {
@@ -154,7 +154,7 @@ impl ReadYourWrites {
 
 /// The leader's pid, waiting for one that runs.
 fn leader_pid(cluster: &LocalCluster, leader: &str) -> u32 {
-    wait_for("the leader's pid", SETTLE, || {
+    wait_until(SETTLE, "the leader's pid", || {
         cluster.member_pid(leader).filter(|p| alive(*p))
     })
 }
@@ -165,7 +165,7 @@ fn leader_pid(cluster: &LocalCluster, leader: &str) -> u32 {
 /// choose it again as the most up-to-date member; a paused or partitioned
 /// leader cannot answer, so it cannot be chosen.
 fn wait_failover(cluster: &mut LocalCluster, old: &str, epoch: u64, may_stay: bool) -> String {
-    wait_for("a failover to a settled leader", SETTLE, || {
+    wait_until(SETTLE, "a failover to a settled leader", || {
         cluster
             .settled_leader()
             .filter(|(l, e)| *e > epoch && (may_stay || l != old))
@@ -177,20 +177,20 @@ fn wait_failover(cluster: &mut LocalCluster, old: &str, epoch: u64, may_stay: bo
 fn check_followers(cluster: &mut LocalCluster, leader: &str, acked: &BTreeMap<String, String>) {
     cluster.wait_settled(SETTLE);
     let end = {
-        let (code, body) = rstore_e2e::http(cluster.admin_addr(leader), "GET", "/status", None);
-        assert_eq!(code, 200, "{body}");
-        let v: serde_json::Value = serde_json::from_str(&body).expect("status");
-        v["offsets"]["appended"].as_u64().expect("appended")
+        Admin::new(cluster.admin_addr(leader))
+            .status()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .offsets
+            .appended
     };
     for name in cluster.member_names() {
         if name == leader {
             continue;
         }
         let admin = cluster.admin_addr(&name);
-        wait_for(&format!("{name} to catch up to {end}"), SETTLE, || {
-            let (code, body) = rstore_e2e::http(admin, "GET", "/status", None);
-            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-            (code == 200 && v["offsets"]["applied"].as_u64()? >= end).then_some(())
+        wait_until(SETTLE, &format!("{name} to catch up to {end}"), || {
+            let st = Admin::new(admin).status().ok()?;
+            (st.offsets.applied >= end).then_some(())
         });
         let lost = missing(cluster.data_addr(&name), acked);
         assert!(
@@ -235,7 +235,7 @@ fn nemesis(mode_flags: &[&str], label: &str) {
     let (mut leader, _) = cluster.wait_settled(SETTLE);
     let workload = Workload::start(cluster.listen(), 4);
     let ryw = ReadYourWrites::start(cluster.listen(), cluster.read_listen());
-    wait_for("first acknowledged writes", SETTLE, || {
+    wait_until(SETTLE, "first acknowledged writes", || {
         (workload.count() > 100).then_some(())
     });
 
@@ -264,15 +264,15 @@ fn nemesis(mode_flags: &[&str], label: &str) {
         println!("round {round}: {fault:?} (leader {leader}, epoch {before})");
         match fault {
             Fault::KillLeader => {
-                kill(leader_pid(&cluster, &leader), "-9");
+                signal(leader_pid(&cluster, &leader), "-9");
                 leader = wait_failover(&mut cluster, &leader, before, true);
             }
             Fault::PauseLeader => {
                 let pid = leader_pid(&cluster, &leader);
-                kill(pid, "-STOP");
+                signal(pid, "-STOP");
                 let new = wait_failover(&mut cluster, &leader, before, false);
                 std::thread::sleep(Duration::from_millis(rng.random_range(0..500)));
-                kill(pid, "-CONT");
+                signal(pid, "-CONT");
                 leader = new;
             }
             Fault::KillFollower => {
@@ -283,7 +283,7 @@ fn nemesis(mode_flags: &[&str], label: &str) {
                     .collect();
                 let victim = &followers[rng.random_range(0..followers.len())];
                 if let Some(pid) = cluster.member_pid(victim) {
-                    kill(pid, "-9");
+                    signal(pid, "-9");
                 }
                 std::thread::sleep(Duration::from_millis(rng.random_range(100..1000)));
                 let (same, _) = cluster.wait_settled(SETTLE);
@@ -291,11 +291,11 @@ fn nemesis(mode_flags: &[&str], label: &str) {
             }
             Fault::KillOperatorMidFailover => {
                 let operator = cluster.pid().expect("operator pid");
-                kill(leader_pid(&cluster, &leader), "-9");
+                signal(leader_pid(&cluster, &leader), "-9");
                 // A failover after a process exit takes about 5-15 ms: kill
                 // the operator before, during or just after it.
                 std::thread::sleep(Duration::from_millis(rng.random_range(0..20)));
-                kill(operator, "-9");
+                signal(operator, "-9");
                 cluster.reap();
                 cluster.restart();
                 leader = wait_failover(&mut cluster, &leader, before, true);
@@ -312,7 +312,7 @@ fn nemesis(mode_flags: &[&str], label: &str) {
         }
         // Writes resume through the leader endpoint.
         let healed = Instant::now();
-        wait_for("a write acknowledged after the fault", SETTLE, || {
+        wait_until(SETTLE, "a write acknowledged after the fault", || {
             workload.first_ack_sent_after(healed)
         });
         // Settled (every member back in its role), and nothing

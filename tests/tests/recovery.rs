@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use rstore_e2e::{NodeProc, wait_for};
+use rstore_testkit::{Node, wait_until};
 
 #[test]
 fn restart_loads_the_checkpoint_and_replays_the_tail() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let mut node = NodeProc::start(
+    let mut node = Node::start_in(
         &tmp.path().join("n"),
         "n",
         &[
@@ -40,7 +40,7 @@ fn restart_loads_the_checkpoint_and_replays_the_tail() {
         .expect("set");
     let _: () = redis::cmd("DEL").arg("k1").query(&mut c).expect("del");
     // A checkpoint has run and the log before it is gone.
-    wait_for("a checkpoint", Duration::from_secs(60), || {
+    wait_until(Duration::from_secs(60), "a checkpoint", || {
         let info: String = redis::cmd("INFO").arg("persistence").query(&mut c).ok()?;
         let ck: u64 = info
             .lines()
@@ -70,7 +70,7 @@ fn restart_loads_the_checkpoint_and_replays_the_tail() {
     }
     let before = node.digest();
     node.kill9();
-    node.restart(&[]);
+    node.restart();
     assert_eq!(
         node.digest(),
         before,

@@ -5,11 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use rstore_e2e::{NodeProc, wait_for};
+use rstore_testkit::{Node, wait_until};
 
 const LONG: Duration = Duration::from_secs(60);
 
-fn info_field(node: &NodeProc, section: &str, field: &str) -> String {
+fn info_field(node: &Node, section: &str, field: &str) -> String {
     let mut c = node.client();
     let text: String = redis::cmd("INFO").arg(section).query(&mut c).expect("info");
     text.lines()
@@ -19,7 +19,7 @@ fn info_field(node: &NodeProc, section: &str, field: &str) -> String {
         .to_string()
 }
 
-fn load(node: &NodeProc, prefix: &str, n: usize, value_len: usize) {
+fn load(node: &Node, prefix: &str, n: usize, value_len: usize) {
     let mut c = node.client();
     let value = "v".repeat(value_len);
     for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
@@ -34,10 +34,10 @@ fn load(node: &NodeProc, prefix: &str, n: usize, value_len: usize) {
     }
 }
 
-fn assert_converged(leader: &NodeProc, follower: &NodeProc) {
+fn assert_converged(leader: &Node, follower: &Node) {
     let end = leader.status().offsets.appended;
     follower.wait_applied(end, LONG);
-    wait_for("digests to match", LONG, || {
+    wait_until(LONG, "digests to match", || {
         let (l, lo) = leader.digest();
         let (f, fo) = follower.digest();
         (lo == fo && l == f).then_some(())
@@ -47,9 +47,9 @@ fn assert_converged(leader: &NodeProc, follower: &NodeProc) {
 #[test]
 fn follower_catches_up_and_resumes_from_its_offset_after_restart() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let leader = NodeProc::start(&tmp.path().join("l"), "leader", &["--role", "leader"]);
-    let repl = leader.repl.to_string();
-    let mut follower = NodeProc::start(&tmp.path().join("f"), "f1", &["--follow", &repl]);
+    let leader = Node::start_in(&tmp.path().join("l"), "leader", &["--role", "leader"]);
+    let repl = leader.addrs.repl.to_string();
+    let mut follower = Node::start_in(&tmp.path().join("f"), "f1", &["--follow", &repl]);
     load(&leader, "a", 2000, 20);
     assert_converged(&leader, &follower);
 
@@ -71,7 +71,7 @@ fn follower_catches_up_and_resumes_from_its_offset_after_restart() {
 
     follower.kill9();
     load(&leader, "b", 2000, 20);
-    follower.restart(&[]);
+    follower.restart();
     assert_converged(&leader, &follower);
     assert_eq!(
         info_field(&leader, "stats", "sync_full"),
@@ -96,7 +96,7 @@ fn new_follower_bootstraps_from_a_snapshot_while_writes_continue() {
         "--wal-retention-bytes",
         "0",
     ];
-    let leader = NodeProc::start(&tmp.path().join("l"), "leader", &flags);
+    let leader = Node::start_in(&tmp.path().join("l"), "leader", &flags);
     // DESIGN/issue scale is 1M keys of 100 bytes; RSTORE_E2E_KEYS lowers it
     // on slow machines.
     let keys = std::env::var("RSTORE_E2E_KEYS")
@@ -104,7 +104,7 @@ fn new_follower_bootstraps_from_a_snapshot_while_writes_continue() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
     load(&leader, "k", keys, 100);
-    wait_for("the leader to trim its log", LONG, || {
+    wait_until(LONG, "the leader to trim its log", || {
         let first: u64 = info_field(&leader, "replication", "repl_backlog_first_byte_offset")
             .parse()
             .ok()?;
@@ -129,15 +129,15 @@ fn new_follower_bootstraps_from_a_snapshot_while_writes_continue() {
             }
         })
     };
-    let repl = leader.repl.to_string();
-    let follower = NodeProc::start(&tmp.path().join("f"), "f1", &["--follow", &repl]);
-    wait_for("the follower link to come up", LONG, || {
+    let repl = leader.addrs.repl.to_string();
+    let follower = Node::start_in(&tmp.path().join("f"), "f1", &["--follow", &repl]);
+    wait_until(LONG, "the follower link to come up", || {
         (follower.status().link.as_deref() == Some("up")).then_some(())
     });
     let before = written.load(Ordering::Relaxed);
-    wait_for(
-        "writes to continue during and after the bootstrap",
+    wait_until(
         LONG,
+        "writes to continue during and after the bootstrap",
         || (written.load(Ordering::Relaxed) > before + 200).then_some(()),
     );
     stop.store(true, Ordering::Relaxed);
@@ -145,8 +145,8 @@ fn new_follower_bootstraps_from_a_snapshot_while_writes_continue() {
     assert_converged(&leader, &follower);
     assert_eq!(info_field(&leader, "stats", "sync_full"), "1");
     assert_eq!(follower.status().keys, leader.status().keys);
-    let (code, body) = follower.http("GET", "/readyz", None);
-    assert_eq!(code, 200, "a caught-up follower is ready: {body}");
+    let ready = follower.admin().readyz();
+    assert!(ready.is_ok(), "a caught-up follower is ready: {ready:?}");
 }
 
 #[test]
@@ -162,22 +162,22 @@ fn follower_beyond_retention_falls_back_to_a_snapshot() {
         "--wal-retention-bytes",
         "65536",
     ];
-    let leader = NodeProc::start(&tmp.path().join("l"), "leader", &flags);
-    let repl = leader.repl.to_string();
-    let mut follower = NodeProc::start(&tmp.path().join("f"), "f1", &["--follow", &repl]);
+    let leader = Node::start_in(&tmp.path().join("l"), "leader", &flags);
+    let repl = leader.addrs.repl.to_string();
+    let mut follower = Node::start_in(&tmp.path().join("f"), "f1", &["--follow", &repl]);
     load(&leader, "a", 1000, 20);
     assert_converged(&leader, &follower);
     // Converged: the follower's log ends where the leader's does now.
     let lagged_at = leader.status().offsets.appended;
     follower.kill9();
     load(&leader, "b", 40_000, 40);
-    wait_for("the leader's log to move past the follower", LONG, || {
+    wait_until(LONG, "the leader's log to move past the follower", || {
         let first: u64 = info_field(&leader, "replication", "repl_backlog_first_byte_offset")
             .parse()
             .ok()?;
         (first > lagged_at + 1).then_some(())
     });
-    follower.restart(&[]);
+    follower.restart();
     assert_converged(&leader, &follower);
     assert_eq!(info_field(&leader, "stats", "sync_full"), "1");
 }
@@ -186,7 +186,7 @@ fn follower_beyond_retention_falls_back_to_a_snapshot() {
 fn replication_port_rejects_garbage_wrong_password_and_stale_epochs() {
     use std::io::{Read, Write};
     let tmp = tempfile::tempdir().expect("tmp");
-    let leader = NodeProc::start(
+    let leader = Node::start_in(
         &tmp.path().join("l"),
         "leader",
         &["--role", "leader", "--requirepass", "s3cret"],
@@ -198,7 +198,7 @@ fn replication_port_rejects_garbage_wrong_password_and_stale_epochs() {
         &[0xff; 64][..],
         &[10, 0, 0, 0, 1, 2][..],
     ] {
-        let mut s = std::net::TcpStream::connect(leader.repl).expect("connect");
+        let mut s = std::net::TcpStream::connect(leader.addrs.repl).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(15)))
             .expect("timeout");
         s.write_all(junk).expect("send");
@@ -206,10 +206,7 @@ fn replication_port_rejects_garbage_wrong_password_and_stale_epochs() {
         let mut buf = Vec::new();
         let _ = s.read_to_end(&mut buf);
     }
-    let mut lc = redis::Client::open(format!("redis://:s3cret@{}/", leader.data))
-        .expect("client")
-        .get_connection()
-        .expect("conn");
+    let mut lc = rstore_testkit::connect(&format!("redis://:s3cret@{}/", leader.addrs.data));
     let _: () = redis::cmd("SET")
         .arg("k")
         .arg("v")
@@ -217,13 +214,13 @@ fn replication_port_rejects_garbage_wrong_password_and_stale_epochs() {
         .expect("leader still serves");
 
     // Wrong password: refused, nothing applied.
-    let repl = leader.repl.to_string();
-    let wrong = NodeProc::start(
+    let repl = leader.addrs.repl.to_string();
+    let wrong = Node::start_in(
         &tmp.path().join("w"),
         "wrong",
         &["--follow", &repl, "--requirepass", "nope"],
     );
-    wait_for("the refusal to be logged", LONG, || {
+    wait_until(LONG, "the refusal to be logged", || {
         wrong.log().contains("WRONGPASS").then_some(())
     });
     assert_eq!(wrong.status().offsets.appended, 0);
@@ -231,10 +228,10 @@ fn replication_port_rejects_garbage_wrong_password_and_stale_epochs() {
 
     // A follower fenced at a newer epoch refuses the old leader's stream
     // (and the old leader refuses it): nothing applied.
-    let stale = NodeProc::start(&tmp.path().join("s"), "stale", &["--requirepass", "s3cret"]);
+    let stale = Node::start_in(&tmp.path().join("s"), "stale", &["--requirepass", "s3cret"]);
     stale.fence(5);
     stale.follow(&leader, 5);
-    wait_for("the epoch refusal to be logged", LONG, || {
+    wait_until(LONG, "the epoch refusal to be logged", || {
         (stale.log().contains("epoch") && stale.log().contains("stale")).then_some(())
     });
     assert_eq!(stale.status().offsets.appended, 0);
@@ -249,9 +246,9 @@ fn replication_port_rejects_garbage_wrong_password_and_stale_epochs() {
 #[test]
 fn waitoffset_gives_read_your_writes_on_a_follower() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let leader = NodeProc::start(&tmp.path().join("l"), "leader", &["--role", "leader"]);
-    let repl = leader.repl.to_string();
-    let follower = NodeProc::start(&tmp.path().join("f"), "f1", &["--follow", &repl]);
+    let leader = Node::start_in(&tmp.path().join("l"), "leader", &["--role", "leader"]);
+    let repl = leader.addrs.repl.to_string();
+    let follower = Node::start_in(&tmp.path().join("f"), "f1", &["--follow", &repl]);
     let mut lc = leader.client();
     let mut fc = follower.client();
     for i in 0..50 {
@@ -290,21 +287,21 @@ fn waitoffset_gives_read_your_writes_on_a_follower() {
 #[test]
 fn leader_drops_a_silent_follower_and_takes_it_back() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let leader = NodeProc::start(&tmp.path().join("l"), "leader", &["--role", "leader"]);
-    let repl = leader.repl.to_string();
-    let follower = NodeProc::start(&tmp.path().join("f"), "f1", &["--follow", &repl]);
-    wait_for("the follower to register", LONG, || {
+    let leader = Node::start_in(&tmp.path().join("l"), "leader", &["--role", "leader"]);
+    let repl = leader.addrs.repl.to_string();
+    let follower = Node::start_in(&tmp.path().join("f"), "f1", &["--follow", &repl]);
+    wait_until(LONG, "the follower to register", || {
         (leader.status().followers.len() == 1).then_some(())
     });
     // A paused (or partitioned) follower stops acking: the leader lets it
     // go instead of counting it forever.
     follower.pause();
-    wait_for("the leader to drop the silent follower", LONG, || {
+    wait_until(LONG, "the leader to drop the silent follower", || {
         leader.status().followers.is_empty().then_some(())
     });
     follower.resume();
     load(&leader, "after", 100, 10);
-    wait_for("the follower to come back", LONG, || {
+    wait_until(LONG, "the follower to come back", || {
         (leader.status().followers.len() == 1).then_some(())
     });
     assert_converged(&leader, &follower);

@@ -37,8 +37,8 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rstore_e2e::local::{LocalCluster, Workload, alive, kill, missing};
-use rstore_e2e::wait_for;
+use rstore_e2e::local::{LocalCluster, Workload, missing};
+use rstore_testkit::{Admin, alive, poll_until, signal, wait_until};
 use serde_json::Value;
 
 const SETTLE: Duration = Duration::from_secs(60);
@@ -171,9 +171,10 @@ fn net_tool(cluster: &LocalCluster, what: &str, member: &str) {
 
 /// The leader's log end (`/status` `offsets.appended`).
 fn leader_offset(cluster: &LocalCluster, leader: &str) -> Option<u64> {
-    let (code, body) = rstore_e2e::http(cluster.admin_addr(leader), "GET", "/status", None);
-    let v: Value = serde_json::from_str(&body).ok()?;
-    (code == 200).then(|| v["offsets"]["appended"].as_u64())?
+    Admin::new(cluster.admin_addr(leader))
+        .status()
+        .ok()
+        .map(|s| s.offsets.appended)
 }
 
 fn main() {
@@ -224,7 +225,7 @@ fn main() {
     );
     let workload = Workload::start(cluster.listen(), args.clients);
     // Log bytes per acknowledged SET, from a steady second of writes.
-    wait_for("first writes", SETTLE, || {
+    wait_until(SETTLE, "first writes", || {
         (workload.count() > 100).then_some(())
     });
     let (o1, c1) = (leader_offset(&cluster, &leader), workload.count());
@@ -252,7 +253,7 @@ fn main() {
         if workload.count() <= before {
             eprintln!("   run {n}: no write acknowledged in the second before the fault");
         }
-        let pid = wait_for("the leader's pid", SETTLE, || {
+        let pid = wait_until(SETTLE, "the leader's pid", || {
             cluster.member_pid(&old).filter(|p| alive(*p))
         });
         let followers: Vec<String> = cluster
@@ -265,16 +266,16 @@ fn main() {
             // a write sent before may still be acknowledged by the old
             // leader, one sent after may not.
             Fault::Kill => {
-                kill(pid, "-9");
+                signal(pid, "-9");
                 Instant::now()
             }
             Fault::Stop => {
-                kill(pid, "-STOP");
+                signal(pid, "-STOP");
                 Instant::now()
             }
             Fault::Crash => {
                 net_tool(&cluster, "partition", &old);
-                kill(pid, "-9");
+                signal(pid, "-9");
                 Instant::now()
             }
             Fault::CrashBehind => {
@@ -283,7 +284,7 @@ fn main() {
                 }
                 std::thread::sleep(Duration::from_millis(args.behind_ms));
                 net_tool(&cluster, "partition", &old);
-                kill(pid, "-9");
+                signal(pid, "-9");
                 let at = Instant::now();
                 for f in &followers {
                     net_tool(&cluster, "heal", f);
@@ -291,23 +292,23 @@ fn main() {
                 at
             }
         };
-        let first = wait_for("a write acknowledged after the fault", SETTLE, || {
+        let first = wait_until(SETTLE, "a write acknowledged after the fault", || {
             workload.first_ack_sent_after(fault_at)
         });
         let first_write_ms = first.duration_since(fault_at).as_secs_f64() * 1000.0;
-        let (new, _) = wait_for("a new settled leader", SETTLE, || {
+        let (new, _) = wait_until(SETTLE, "a new settled leader", || {
             cluster
                 .settled_leader()
                 .filter(|(l, e)| *l != old && *e > epoch)
         });
         match args.fault {
-            Fault::Stop => kill(pid, "-CONT"),
+            Fault::Stop => signal(pid, "-CONT"),
             Fault::Crash | Fault::CrashBehind => net_tool(&cluster, "heal", &old),
             Fault::Kill => {}
         }
         // In async mode the old leader, back with its log, corrects the
         // reported loss before it is repointed: read it once it follows.
-        let _ = wait_until(SETTLE, || {
+        let _ = poll_until(SETTLE, || {
             let m = cluster.member(&old);
             (m["role"] == "follower" && m["epoch"].as_u64() > Some(epoch)).then_some(())
         });
@@ -397,16 +398,4 @@ fn main() {
         println!("== {label}: per run (lost writes, lostBytes): {per_run:?}");
     }
     drop(cluster);
-}
-
-/// Like `wait_for`, but gives up quietly (None) at the deadline.
-fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
 }

@@ -9,6 +9,8 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+pub use rstore_testkit::{free_port, signal, tail};
+
 /// A `bash` process that reads pids on its stdin (`+PID` to watch, `-PID`
 /// to forget) and cleanup commands (`!CMD` to add, `~CMD` to drop) and,
 /// when its stdin closes (this process dropped it, exited or was killed),
@@ -203,31 +205,4 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// `kill -SIG pid`, ignoring failures (the process may be gone).
-pub fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// The last `lines` lines of a file ("" when unreadable).
-pub fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-/// A free TCP port on 127.0.0.1 (bound then released; the kernel does not
-/// hand it out again right away).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0 to find a free port")
 }

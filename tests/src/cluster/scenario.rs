@@ -33,11 +33,11 @@ pub const KEYS: usize = 100;
 /// A Redis connection (password of the example) with a 3 s connect
 /// timeout and 5 s read and write timeouts.
 pub fn redis_at(addr: SocketAddr) -> redis::RedisResult<redis::Connection> {
-    let c = redis::Client::open(format!("redis://:{PASSWORD}@{addr}/").as_str())?
-        .get_connection_with_timeout(Duration::from_secs(3))?;
-    c.set_read_timeout(Some(Duration::from_secs(5)))?;
-    c.set_write_timeout(Some(Duration::from_secs(5)))?;
-    Ok(c)
+    rstore_testkit::try_connect(
+        &format!("redis://:{PASSWORD}@{addr}/"),
+        Duration::from_secs(3),
+        Duration::from_secs(5),
+    )
 }
 
 /// `helm install` the chart (default values: two operator replicas, one
