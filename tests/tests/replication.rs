@@ -290,8 +290,11 @@ fn leader_drops_a_silent_follower_and_takes_it_back() {
     let leader = Node::start_in(&tmp.path().join("l"), "leader", &["--role", "leader"]);
     let repl = leader.addrs.repl.to_string();
     let follower = Node::start_in(&tmp.path().join("f"), "f1", &["--follow", &repl]);
-    wait_until(LONG, "the follower to register", || {
-        (leader.status().followers.len() == 1).then_some(())
+    // Registered and acknowledging (a follower still silent since its
+    // handshake could be loading a snapshot: the leader gives those longer).
+    wait_until(LONG, "the follower to register and ack", || {
+        let st = leader.status();
+        (st.followers.len() == 1 && st.followers[0].state == "streaming").then_some(())
     });
     // A paused (or partitioned) follower stops acking: the leader lets it
     // go instead of counting it forever.

@@ -161,7 +161,24 @@ async fn serve_follower(
         p.state = FollowerState::CatchingUp;
         p.caught_up_at = Some(Instant::now());
     });
-    stream_log(&engine, stream, id, start, role.epoch, &mut shutdown).await
+    // A follower that loads a snapshot or rebuilds its state after a
+    // truncation may be silent for long before its first ack; one that just
+    // streams acks within a second, so silence means it is gone.
+    let first_ack = if decision == Decision::Stream {
+        FOLLOWER_TIMEOUT
+    } else {
+        FIRST_ACK_TIMEOUT
+    };
+    stream_log(
+        &engine,
+        stream,
+        id,
+        start,
+        role.epoch,
+        first_ack,
+        &mut shutdown,
+    )
+    .await
 }
 
 /// Where and how a follower starts (DESIGN invariants 5 and 6).
@@ -276,6 +293,7 @@ async fn stream_log(
     id: u64,
     start: u64,
     term: u64,
+    first_ack: Duration,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), WireError> {
     let (mut rd, mut wr) = stream.into_split();
@@ -292,8 +310,7 @@ async fn stream_log(
     let mut acker = {
         let engine = engine.clone();
         tokio::spawn(async move {
-            // The first ack may follow loading a large snapshot.
-            let mut limit = FIRST_ACK_TIMEOUT;
+            let mut limit = first_ack;
             loop {
                 // Followers ack at least every second: silence means a dead
                 // or partitioned follower, which must stop counting.
