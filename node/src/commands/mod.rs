@@ -241,9 +241,11 @@ const _: () = assert!(
 );
 
 /// Find a command by (case-insensitive) name: lowercased on the stack, then
-/// bisection of the sorted table; no allocation.
+/// a scan of the few table entries that share its first letter, comparing
+/// lengths before bytes; no allocation. (A bisection of the whole table cost
+/// six library `memcmp` calls per command: 4% of a GET's instructions.)
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
-    if name.len() > MAX_NAME {
+    if name.is_empty() || name.len() > MAX_NAME {
         return None;
     }
     let mut lower = [0u8; MAX_NAME];
@@ -251,10 +253,34 @@ pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
     lower.copy_from_slice(name);
     lower.make_ascii_lowercase();
     let lower = &*lower;
-    COMMANDS
-        .binary_search_by(|s| s.name.as_bytes().cmp(lower))
-        .ok()
-        .map(|i| &COMMANDS[i])
+    let first = lower[0];
+    if !first.is_ascii_lowercase() {
+        return None;
+    }
+    let (start, end) = letter_ranges()[usize::from(first - b'a')];
+    COMMANDS[start..end]
+        .iter()
+        .find(|s| s.name.len() == lower.len() && s.name.as_bytes() == lower)
+}
+
+/// For each letter, the range of [`COMMANDS`] (sorted) whose names start
+/// with it.
+fn letter_ranges() -> &'static [(usize, usize); 26] {
+    static RANGES: std::sync::OnceLock<[(usize, usize); 26]> = std::sync::OnceLock::new();
+    RANGES.get_or_init(|| {
+        let mut ranges = [(0, 0); 26];
+        for (i, spec) in COMMANDS.iter().enumerate() {
+            let first = spec.name.as_bytes()[0];
+            if first.is_ascii_lowercase() {
+                let range = &mut ranges[usize::from(first - b'a')];
+                if range.1 == 0 {
+                    range.0 = i;
+                }
+                range.1 = i + 1;
+            }
+        }
+        ranges
+    })
 }
 
 /// Everything a handler needs.
