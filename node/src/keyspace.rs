@@ -21,6 +21,14 @@ use hashbrown::HashTable;
 
 use crate::record::Mutation;
 
+/// Entries up to this size are laid out in [`SCRATCH`] first.
+const SCRATCH_MAX: usize = 64 << 10;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Number of shards; a power of two.
 pub const SHARDS: usize = 1024;
 
@@ -92,16 +100,31 @@ pub struct Entry {
 
 impl Entry {
     fn new(key: &[u8], value: Value<'_>, expire_at_ms: u64) -> Entry {
-        // One allocation of exactly the right size (the iterator is
-        // TrustedLen), instead of a Vec plus a copy into the Arc.
+        // Laid out in a per-thread scratch buffer with memcpy, then copied
+        // once into an allocation of exactly the right size. (Collecting a
+        // chained byte iterator into the Arc copied byte by byte: a tenth
+        // of a SET's instructions.)
         let kind = value.kind().as_byte();
         let len = (key.len() as u32).to_le_bytes();
-        let kv: Arc<[u8]> = std::iter::once(&kind)
-            .chain(&len)
-            .chain(key)
-            .chain(value.payload())
-            .copied()
-            .collect();
+        let payload = value.payload();
+        let fill = |buf: &mut Vec<u8>| {
+            buf.clear();
+            buf.push(kind);
+            buf.extend_from_slice(&len);
+            buf.extend_from_slice(key);
+            buf.extend_from_slice(payload);
+        };
+        let total = KEY_AT + key.len() + payload.len();
+        let kv: Arc<[u8]> = if total <= SCRATCH_MAX {
+            SCRATCH.with_borrow_mut(|buf| {
+                fill(buf);
+                Arc::from(&buf[..])
+            })
+        } else {
+            let mut buf = Vec::with_capacity(total);
+            fill(&mut buf);
+            Arc::from(buf)
+        };
         Entry { kv, expire_at_ms }
     }
 
@@ -377,6 +400,23 @@ mod tests {
         assert!(!ks.remove(b"b"));
         assert_eq!((ks.len(), ks.volatile_len()), (1, 0));
         assert!(!ks.set_expire(b"zz", 1));
+    }
+
+    #[test]
+    fn entries_above_the_scratch_size_are_stored_whole_too() {
+        let mut ks = Keyspace::new();
+        let big: Vec<u8> = (0..SCRATCH_MAX + 1000).map(|i| (i % 251) as u8).collect();
+        ks.set(b"big", &big, 7);
+        ks.set(b"small", b"v", 0);
+        let e = ks.get(b"big").expect("stored");
+        assert_eq!(
+            (e.key(), e.value(), e.expire_at_ms),
+            (&b"big"[..], &big[..], 7)
+        );
+        assert_eq!(
+            ks.get(b"small").map(|e| e.value().to_vec()),
+            Some(b"v".to_vec())
+        );
     }
 
     #[test]
