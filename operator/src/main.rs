@@ -309,7 +309,7 @@ async fn run_local(args: LocalArgs) -> Result<(), String> {
     options.replicas = args.replicas;
     options.listen = args.listen;
     options.read_listen = args.read_listen;
-    options.mode = local::parse_mode(&args.replication_mode)?;
+    options.mode = args.replication_mode.parse()?;
     options.sync_replicas = args.sync_replicas;
     options.sync_timeout_ms = args.sync_timeout_ms;
     options.on_sync_timeout = args.on_sync_timeout;

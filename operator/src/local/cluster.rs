@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::driver::{self, LocalDriver};
 use super::netns::{self, Net, NetworkRecord};
-use super::options::{LocalError, LocalOptions, find_node_binary, mode_str};
+use super::options::{LocalError, LocalOptions, find_node_binary};
 use super::proxy::{self, Endpoint, ProxyOptions, Route, Routes};
 use super::state::{
     self, ClusterFile, MemberRecord, SwitchoverOutcome, SwitchoverRequest, SwitchoverState,
@@ -267,7 +267,7 @@ impl Cluster {
         file.operator_pid = Some(std::process::id());
         file.listen = Some(listen);
         file.read_listen = Some(read_listen);
-        file.mode = Some(mode_str(options.mode).to_string());
+        file.mode = Some(options.mode.as_str().to_string());
         file.sync_replicas = Some(options.sync_replicas);
         file.network = net.as_ref().map(Net::record);
         file.members = specs

@@ -31,7 +31,7 @@ pub mod state;
 pub mod supervisor;
 
 pub use cluster::Cluster;
-pub use options::{LocalError, LocalOptions, find_node_binary, mode_str, parse_mode};
+pub use options::{LocalError, LocalOptions, find_node_binary};
 
 /// Run a local cluster until Ctrl-C or SIGTERM.
 pub async fn run(options: LocalOptions) -> Result<(), LocalError> {

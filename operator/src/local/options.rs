@@ -71,7 +71,7 @@ impl LocalOptions {
     pub(crate) fn node_command(&self, bin: PathBuf) -> NodeCommand {
         let mut args = vec![
             "--replication-mode".to_string(),
-            mode_str(self.mode).to_string(),
+            self.mode.as_str().to_string(),
             "--sync-replicas".to_string(),
             self.sync_replicas.to_string(),
             "--sync-timeout".to_string(),
@@ -92,25 +92,6 @@ impl LocalOptions {
             .map(|p| ("RSTORE_REQUIREPASS".to_string(), p.clone()))
             .collect();
         NodeCommand { bin, args, env }
-    }
-}
-
-pub fn mode_str(mode: ReplicationMode) -> &'static str {
-    match mode {
-        ReplicationMode::Async => "async",
-        ReplicationMode::SemiSync => "semi-sync",
-        ReplicationMode::Sync => "sync",
-    }
-}
-
-pub fn parse_mode(s: &str) -> Result<ReplicationMode, String> {
-    match s {
-        "async" => Ok(ReplicationMode::Async),
-        "semi-sync" | "semisync" => Ok(ReplicationMode::SemiSync),
-        "sync" => Ok(ReplicationMode::Sync),
-        other => Err(format!(
-            "unknown replication mode '{other}' (expected async, semi-sync or sync)"
-        )),
     }
 }
 
