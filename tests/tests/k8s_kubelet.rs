@@ -349,8 +349,13 @@ async fn statefulset_pods_reach_each_other_by_dns_and_endpoints_follow_readiness
     );
     let dir = cluster.dir.join("volumes").join(&*ns).join("data-kv-0");
     assert!(dir.is_dir(), "{} exists", dir.display());
+    // `--wait=false`: kubectl's own wait for a deletion can hang when the
+    // StatefulSet recreates the same name between kubectl's GET and the LIST
+    // of its watch (its store then holds the new pod and no Deleted event
+    // ever comes; later kubectl versions compare UIDs there). The wait below
+    // for a pod with a new UID is the check that matters.
     cluster
-        .kubectl_run(&["-n", &ns, "delete", "pod", "kv-0", "--timeout=60s"], None)
+        .kubectl_run(&["-n", &ns, "delete", "pod", "kv-0", "--wait=false"], None)
         .expect("delete kv-0");
     let kv0 = wait_pod(
         &pods,
