@@ -74,6 +74,34 @@ impl FollowerState {
     }
 }
 
+/// A follower's link to its leader, as the follower sees it (INFO's
+/// `master_link_status`, ROLE's state, `/status` `link`, readiness).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkStatus {
+    /// Not connected (and not trying right now: backing off, or no leader).
+    #[default]
+    Down,
+    /// Dialing the leader or waiting for its handshake answer.
+    Connecting,
+    /// Receiving a snapshot from the leader.
+    Snapshot,
+    /// Streaming the leader's log.
+    Up,
+}
+
+impl LinkStatus {
+    /// The spelling of the admin API (`link`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkStatus::Down => "down",
+            LinkStatus::Connecting => "connecting",
+            LinkStatus::Snapshot => "snapshot",
+            LinkStatus::Up => "up",
+        }
+    }
+}
+
 /// How a semi-sync/sync leader reacts when followers do not acknowledge in
 /// `--sync-timeout`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -175,5 +203,29 @@ mod tests {
         ] {
             assert_eq!(m.as_str().parse::<ReplicationMode>(), Ok(m));
         }
+    }
+
+    #[test]
+    fn link_and_follower_states_keep_their_admin_api_spellings() {
+        for l in [
+            LinkStatus::Down,
+            LinkStatus::Connecting,
+            LinkStatus::Snapshot,
+            LinkStatus::Up,
+        ] {
+            assert_eq!(serde_json::to_value(l).unwrap(), l.as_str());
+        }
+        for f in [
+            FollowerState::Snapshot,
+            FollowerState::CatchingUp,
+            FollowerState::Streaming,
+        ] {
+            assert_eq!(serde_json::to_value(f).unwrap(), f.as_str());
+        }
+        // What older nodes sent as free strings still reads.
+        let l: LinkStatus = serde_json::from_str("\"snapshot\"").unwrap();
+        assert_eq!(l, LinkStatus::Snapshot);
+        let f: FollowerState = serde_json::from_str("\"catching-up\"").unwrap();
+        assert_eq!(f, FollowerState::CatchingUp);
     }
 }

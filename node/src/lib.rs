@@ -28,6 +28,7 @@ pub mod record;
 pub mod replication;
 pub mod resp;
 pub mod server;
+pub mod signal;
 pub mod snapshot;
 pub mod stats;
 pub mod wal;

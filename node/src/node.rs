@@ -100,7 +100,6 @@ impl Node {
                 shared.clone(),
                 shutdown_rx.clone(),
             )),
-            tokio::spawn(commit_driver(engine.clone(), shutdown_rx.clone())),
             tokio::spawn(expiry_cycle(engine.clone(), shutdown_rx.clone())),
             tokio::spawn(checkpointer(engine.clone(), shutdown_rx)),
         ];
@@ -208,18 +207,6 @@ fn write_listen_file(
         })
 }
 
-/// Advance the commit offset as the local log becomes durable.
-async fn commit_driver(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
-    let mut progress = engine.wal().subscribe();
-    loop {
-        engine.recompute_commit();
-        tokio::select! {
-            r = progress.changed() => if r.is_err() { return },
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
 /// Active expiry (leader only): walk the shards and delete expired keys as
 /// logged writes, ten shards every 10 ms (the whole keyspace each ~1 s).
 async fn expiry_cycle(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
@@ -234,6 +221,9 @@ async fn expiry_cycle(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) 
         // Safety net for deferred appends nobody waited on (a client that
         // vanished mid-pipeline): they reach the disk within 10 ms.
         engine.wal().kick();
+        // And for log progress made outside the writer's hook (a reader's
+        // flush when a follower connects): it commits within 10 ms.
+        engine.recompute_commit();
     }
 }
 

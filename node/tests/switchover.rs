@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use rstore_node::admin::LinkStatus;
 use rstore_testkit::{DEADLINE, Node, Reply, err_text, wait_until};
 
 /// The leader drops a follower it has not heard from for 5 s; pauses stay
@@ -20,7 +21,7 @@ fn follower(leader: &Node, node_id: &str, extra: &[&str]) -> Node {
     args.extend_from_slice(extra);
     let node = Node::start_named(node_id, &args);
     wait_until(DEADLINE, "the follower link to come up", || {
-        (node.status().link.as_deref() == Some("up")).then_some(())
+        (node.status().link == Some(LinkStatus::Up)).then_some(())
     });
     node
 }
@@ -108,8 +109,8 @@ fn a_fenced_leader_streams_its_whole_log_to_connected_followers_and_refuses_new_
     assert_eq!(ts.offsets.appended, last, "{ts:?}");
     assert_eq!(ts.last_log_epoch, 1, "{ts:?}");
     assert_eq!(
-        ts.link.as_deref(),
-        Some("up"),
+        ts.link,
+        Some(LinkStatus::Up),
         "heartbeats keep the link up: {ts:?}"
     );
     wait_until(DEADLINE, "the leader to see the target's ack", || {
@@ -139,7 +140,7 @@ fn a_fenced_leader_streams_its_whole_log_to_connected_followers_and_refuses_new_
     );
     let ls = late.status();
     assert_eq!(ls.offsets.appended, 0, "{ls:?}");
-    assert_ne!(ls.link.as_deref(), Some("up"), "{ls:?}");
+    assert_ne!(ls.link, Some(LinkStatus::Up), "{ls:?}");
     let st = leader.status();
     assert_eq!(st.followers.len(), 1, "{st:?}");
     assert_eq!(st.followers[0].node_id, "target", "{st:?}");

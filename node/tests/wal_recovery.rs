@@ -356,7 +356,7 @@ fn reader_across_segments_and_batches() {
 }
 
 /// Waits for the next progress publication without a runtime.
-fn futures_lite_block(rx: &mut tokio::sync::watch::Receiver<WalProgress>) {
+fn futures_lite_block(rx: &mut rstore_node::signal::Watcher<WalProgress>) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use rstore_node::admin::LinkStatus;
 use rstore_testkit::{Node, wait_until};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -34,7 +35,7 @@ fn cluster(mode_flags: &[&str], followers: usize) -> Cluster {
         .collect::<Vec<_>>();
     for f in &fs {
         wait_until(LONG, "followers to connect", || {
-            (f.status().link.as_deref() == Some("up")).then_some(())
+            (f.status().link == Some(LinkStatus::Up)).then_some(())
         });
     }
     Cluster {

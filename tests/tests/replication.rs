@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use rstore_node::admin::{FollowerState, LinkStatus};
 use rstore_testkit::{Node, wait_until};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -132,7 +133,7 @@ fn new_follower_bootstraps_from_a_snapshot_while_writes_continue() {
     let repl = leader.addrs.repl.to_string();
     let follower = Node::start_in(&tmp.path().join("f"), "f1", &["--follow", &repl]);
     wait_until(LONG, "the follower link to come up", || {
-        (follower.status().link.as_deref() == Some("up")).then_some(())
+        (follower.status().link == Some(LinkStatus::Up)).then_some(())
     });
     let before = written.load(Ordering::Relaxed);
     wait_until(
@@ -224,7 +225,7 @@ fn replication_port_rejects_garbage_wrong_password_and_stale_epochs() {
         wrong.log().contains("WRONGPASS").then_some(())
     });
     assert_eq!(wrong.status().offsets.appended, 0);
-    assert_ne!(wrong.status().link.as_deref(), Some("up"));
+    assert_ne!(wrong.status().link, Some(LinkStatus::Up));
 
     // A follower fenced at a newer epoch refuses the old leader's stream
     // (and the old leader refuses it): nothing applied.
@@ -294,7 +295,7 @@ fn leader_drops_a_silent_follower_and_takes_it_back() {
     // handshake could be loading a snapshot: the leader gives those longer).
     wait_until(LONG, "the follower to register and ack", || {
         let st = leader.status();
-        (st.followers.len() == 1 && st.followers[0].state == "streaming").then_some(())
+        (st.followers.len() == 1 && st.followers[0].state == FollowerState::Streaming).then_some(())
     });
     // A paused (or partitioned) follower stops acking: the leader lets it
     // go instead of counting it forever.

@@ -127,7 +127,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
         Role::Leader => !r.fenced,
         // A follower is ready once linked and past the end of any snapshot
         // it loaded: before that its reads could mix states.
-        Role::Follower => !r.fenced && s.link.status() == "up" && s.engine.consistent(),
+        Role::Follower => !r.fenced && s.link.status() == LinkStatus::Up && s.engine.consistent(),
         Role::Idle => false,
     };
     if ready {
@@ -139,7 +139,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
                 "not ready: role {:?}, fenced {}, link {}",
                 r.role,
                 r.fenced,
-                s.link.status()
+                s.link.status().as_str()
             ),
         )
     }
@@ -175,7 +175,7 @@ pub fn status_of(s: &Shared, with_digest: bool) -> StatusResponse {
                         .map(|t| t.elapsed().as_millis() as u64)
                         .unwrap_or(0)
                 },
-                state: f.state.as_str().to_string(),
+                state: f.state,
             }
         })
         .collect();
@@ -192,7 +192,7 @@ pub fn status_of(s: &Shared, with_digest: bool) -> StatusResponse {
         mode: e.settings().mode,
         settings: Some(e.settings()),
         degraded: e.degraded(),
-        link: (r.role == Role::Follower).then(|| s.link.status().to_string()),
+        link: (r.role == Role::Follower).then(|| s.link.status()),
         snapshot_progress: s.link.snapshot().snapshot_progress,
         digest,
         keys: e.keys() as u64,

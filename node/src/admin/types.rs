@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::domain::{AckLevel, OnSyncTimeout, ReplicationMode, ReplicationSettings, Role};
+pub use crate::domain::{
+    AckLevel, FollowerState, LinkStatus, OnSyncTimeout, ReplicationMode, ReplicationSettings, Role,
+};
 
 /// Log offsets of a node. Offsets are logical byte positions in the log:
 /// the same offset means the same state on every node.
@@ -36,7 +38,7 @@ pub struct FollowerStatus {
     /// been sent; 0 when caught up.
     pub lag_ms: u64,
     /// "snapshot", "catching-up" or "streaming".
-    pub state: String,
+    pub state: FollowerState,
 }
 
 /// `GET /status`.
@@ -69,8 +71,9 @@ pub struct StatusResponse {
     pub settings: Option<ReplicationSettings>,
     /// True while semi-sync/sync acknowledgement is degraded to async.
     pub degraded: bool,
-    /// Follower link state: "up", "down", "connecting", "snapshot".
-    pub link: Option<String>,
+    /// Follower link state: "up", "down", "connecting", "snapshot";
+    /// absent on leaders.
+    pub link: Option<LinkStatus>,
     /// Follower: snapshot transfer in progress, bytes (received, total).
     #[serde(default)]
     pub snapshot_progress: Option<(u64, u64)>,

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::util::glob_match;
 use super::{Action, COMMANDS, Ctx};
-use crate::admin::{ReplicationMode, Role};
+use crate::admin::{LinkStatus, ReplicationMode, Role};
 use crate::context::Shared;
 use crate::resp::string_to_i64;
 use crate::resp::{Frame, Protocol};
@@ -546,10 +546,10 @@ pub(super) fn role(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> Action {
         _ => {
             let (host, port) = split_host_port(rs.leader.as_deref().unwrap_or("?:0"));
             let state = match ctx.shared.link.status() {
-                "up" => "connected",
-                "snapshot" => "sync",
-                "connecting" => "connecting",
-                _ => "connect",
+                LinkStatus::Up => "connected",
+                LinkStatus::Snapshot => "sync",
+                LinkStatus::Connecting => "connecting",
+                LinkStatus::Down => "connect",
             };
             Frame::Array(vec![
                 Frame::Bulk(Bytes::from_static(b"slave")),
@@ -671,9 +671,9 @@ pub fn info_text(shared: &Shared, sections: &[String]) -> String {
                 let _ = write!(
                     out,
                     "role:slave\r\nmaster_host:{host}\r\nmaster_port:{port}\r\nmaster_link_status:{}\r\nmaster_last_io_seconds_ago:{}\r\nmaster_sync_in_progress:{}\r\nslave_read_repl_offset:{}\r\nslave_repl_offset:{}\r\nslave_priority:100\r\nslave_read_only:1\r\nreplica_announced:1\r\nconnected_slaves:0\r\n",
-                    if link == "up" { "up" } else { "down" },
+                    if link == LinkStatus::Up { "up" } else { "down" },
                     shared.link.last_io_secs().map(|s| s as i64).unwrap_or(-1),
-                    u8::from(link == "snapshot"),
+                    u8::from(link == LinkStatus::Snapshot),
                     offsets.appended,
                     offsets.applied,
                 );

@@ -76,7 +76,7 @@ impl Engine {
         st.received.clear();
         st.applied = self.wal.last_offset();
         st.committed = st.committed.min(st.applied);
-        self.applied_tx.send_replace(st.applied);
+        self.applied_signal.publish(st.applied);
         tracing::warn!(offset, "truncated diverged log tail and rebuilt state");
         Ok(())
     }
@@ -108,7 +108,7 @@ impl Engine {
             .store(smeta.start_offset, Ordering::Relaxed);
         self.consistent_at
             .store(smeta.end_offset, Ordering::Relaxed);
-        self.applied_tx.send_replace(st.applied);
+        self.applied_signal.publish(st.applied);
         Ok(smeta)
     }
 

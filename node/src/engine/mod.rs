@@ -39,6 +39,8 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
+use crate::signal::{Signal, Watcher};
+
 use crate::config::Config;
 use crate::domain::{OnSyncTimeout, ReplicationMode, ReplicationSettings, Role};
 use crate::keyspace::Keyspace;
@@ -156,8 +158,8 @@ pub struct Engine {
     /// Readers take only its read lock, never `state`: a GET does not queue
     /// behind a write's log append. Lock order: `state`, then `base`.
     base: RwLock<Keyspace>,
-    commit_tx: watch::Sender<u64>,
-    applied_tx: watch::Sender<u64>,
+    commit_signal: Signal<u64>,
+    applied_signal: Signal<u64>,
     role_tx: watch::Sender<RoleState>,
     followers: Mutex<HashMap<u64, FollowerProgress>>,
     checkpoint_lock: Mutex<()>,
@@ -265,8 +267,8 @@ impl Engine {
                 degraded: false,
                 poisoned: None,
             }),
-            commit_tx: watch::channel(applied).0,
-            applied_tx: watch::channel(applied).0,
+            commit_signal: Signal::new(applied),
+            applied_signal: Signal::new(applied),
             role_tx: watch::channel(role_state).0,
             followers: Mutex::new(HashMap::new()),
             checkpoint_lock: Mutex::new(()),
@@ -278,7 +280,17 @@ impl Engine {
             settings: RwLock::new(settings),
             opts,
         };
-        Ok(Arc::new(engine))
+        let engine = Arc::new(engine);
+        // The commit offset follows local durability: recomputed right where
+        // the log publishes its progress (on the WAL writer thread, or on
+        // the task that wrote inline), not by a task woken for each change.
+        let weak = Arc::downgrade(&engine);
+        engine.wal.on_progress(Box::new(move || {
+            if let Some(engine) = weak.upgrade() {
+                engine.recompute_commit();
+            }
+        }));
+        Ok(engine)
     }
 
     pub fn wal(&self) -> &Wal {
@@ -316,15 +328,15 @@ impl Engine {
     pub fn applied(&self) -> u64 {
         // Published on every change under the state lock; reading the
         // channel keeps WAITOFFSET and readiness off that lock.
-        *self.applied_tx.borrow()
+        self.applied_signal.get()
     }
 
-    pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
-        self.applied_tx.subscribe()
+    pub fn subscribe_applied(&self) -> Watcher<u64> {
+        self.applied_signal.subscribe()
     }
 
-    pub fn subscribe_commit(&self) -> watch::Receiver<u64> {
-        self.commit_tx.subscribe()
+    pub fn subscribe_commit(&self) -> Watcher<u64> {
+        self.commit_signal.subscribe()
     }
 
     pub fn subscribe_role(&self) -> watch::Receiver<RoleState> {
@@ -404,7 +416,7 @@ impl Engine {
             st.pending.logged(offset, muts);
         } else {
             st.applied = offset;
-            self.applied_tx.send_replace(offset);
+            self.applied_signal.publish(offset);
         }
         Ok((out, Some(offset)))
     }
@@ -428,12 +440,12 @@ impl Engine {
         // Writes are appended with the writer asleep; one kick per batch
         // (followers are streamed what the writer has written).
         self.wal.kick();
-        let mut rx = self.commit_tx.subscribe();
+        let mut rx = self.commit_signal.subscribe();
         let mut roles = self.role_tx.subscribe();
         let timeout = Duration::from_millis(settings.sync_timeout_ms);
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if *rx.borrow_and_update() >= offset {
+            if rx.borrow_and_update() >= offset {
                 return Ok(());
             }
             if let Some(reason) = self.wal.failure() {
@@ -531,8 +543,8 @@ impl Engine {
         if st.pending.is_empty() && st.meta.role == Role::Leader {
             st.applied = st.applied.max(offset.min(self.wal.last_offset()));
         }
-        self.commit_tx.send_replace(offset);
-        self.applied_tx.send_replace(st.applied);
+        self.commit_signal.publish(offset);
+        self.applied_signal.publish(st.applied);
     }
 
     /// Offsets: (appended, durable, applied, committed).

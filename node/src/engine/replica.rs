@@ -78,7 +78,7 @@ impl Engine {
         }
         st.committed = st.committed.max(commit.min(st.applied));
         if st.applied != before {
-            self.applied_tx.send_replace(st.applied);
+            self.applied_signal.publish(st.applied);
         }
     }
 }

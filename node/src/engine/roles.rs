@@ -70,7 +70,7 @@ impl Engine {
         meta::store(&self.opts.data_dir, &st.meta)?;
         self.followers.lock().clear();
         self.publish_role(&st);
-        self.applied_tx.send_replace(st.applied);
+        self.applied_signal.publish(st.applied);
         tracing::info!(epoch, offset = end, "promoted to leader");
         Ok(())
     }

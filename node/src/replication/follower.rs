@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::wire::{self, Decision, Hello, Message, WireError};
-use crate::admin::{ReplicationMode, Role};
+use crate::admin::{LinkStatus, ReplicationMode, Role};
 use crate::context::Shared;
 use crate::engine::{Engine, EngineError};
 
@@ -30,7 +30,7 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
         let leader = match (&role.role, role.fenced, &role.leader) {
             (Role::Follower, false, Some(l)) => l.clone(),
             _ => {
-                shared.link.set_status("down");
+                shared.link.set_status(LinkStatus::Down);
                 tokio::select! {
                     r = roles.changed() => if r.is_err() { return },
                     _ = shutdown.changed() => return,
@@ -38,13 +38,13 @@ pub async fn run(shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
                 continue;
             }
         };
-        shared.link.set_status("connecting");
+        shared.link.set_status(LinkStatus::Connecting);
         let session = follow_once(&shared, &leader, force_snapshot, &mut roles);
         let outcome = tokio::select! {
             r = session => r,
             _ = shutdown.changed() => return,
         };
-        shared.link.set_status("down");
+        shared.link.set_status(LinkStatus::Down);
         match outcome {
             Ok(()) => {
                 backoff = RETRY_MIN;
@@ -149,11 +149,11 @@ async fn follow_once(
             }
         }
         Decision::Snapshot => {
-            shared.link.set_status("snapshot");
+            shared.link.set_status(LinkStatus::Snapshot);
             receive_snapshot(shared, &mut stream, reply.snapshot_len).await?;
         }
     }
-    shared.link.set_status("up");
+    shared.link.set_status(LinkStatus::Up);
     shared.link.touch(reply.leader_end);
     tracing::info!(%leader, epoch = reply.epoch, from = engine.wal().last_offset(), "replicating");
     stream_records(shared, stream, roles).await

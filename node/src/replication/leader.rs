@@ -391,7 +391,7 @@ async fn stream_log(
             r = progress.changed() => if r.is_err() { break Ok(()) },
             r = commits.changed() => {
                 if r.is_err() { break Ok(()) }
-                let msg = Message::Heartbeat { leader_end: engine.wal().last_offset(), commit: *commits.borrow_and_update() };
+                let msg = Message::Heartbeat { leader_end: engine.wal().last_offset(), commit: commits.borrow_and_update() };
                 if let Err(e) = wire::write(&mut wr, &msg).await { break Err(e) }
             }
             _ = heartbeat.tick() => {

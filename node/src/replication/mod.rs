@@ -13,6 +13,8 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
+use crate::domain::LinkStatus;
+
 /// The follower's view of its link to the leader (INFO, ROLE, /status).
 #[derive(Debug, Default)]
 pub struct LinkInfo {
@@ -21,8 +23,7 @@ pub struct LinkInfo {
 
 #[derive(Debug, Default, Clone)]
 pub struct LinkState {
-    /// "down", "connecting", "snapshot" or "up".
-    pub status: &'static str,
+    pub status: LinkStatus,
     pub last_io: Option<Instant>,
     /// Snapshot transfer progress: (received, total) bytes.
     pub snapshot_progress: Option<(u64, u64)>,
@@ -32,12 +33,11 @@ pub struct LinkState {
 }
 
 impl LinkInfo {
-    pub fn status(&self) -> &'static str {
-        let s = self.inner.lock().status;
-        if s.is_empty() { "down" } else { s }
+    pub fn status(&self) -> LinkStatus {
+        self.inner.lock().status
     }
 
-    pub fn set_status(&self, status: &'static str) {
+    pub fn set_status(&self, status: LinkStatus) {
         self.inner.lock().status = status;
     }
 

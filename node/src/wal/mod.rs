@@ -14,7 +14,8 @@
 //! Concurrency: [`Wal::append`] only encodes into an in-memory buffer under a
 //! short mutex; one writer thread takes everything pending, does one `write()`
 //! per segment touched and one fsync per policy (group commit), then publishes
-//! [`WalProgress`] through a `tokio::sync::watch` channel. A failed write or
+//! [`WalProgress`] through a [`Signal`], then runs the progress hook
+//! ([`Wal::on_progress`]: the engine recomputes its commit offset there). A failed write or
 //! fsync is sticky ([`WalError::Failed`]): like PostgreSQL after its fsync
 //! panic fix, we never retry an fsync and pretend the data is safe.
 //!
@@ -36,13 +37,12 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
-use tokio::sync::watch;
 
 pub use format::{MAX_PAYLOAD, encoded_len};
 pub use reader::WalReader;
@@ -50,6 +50,7 @@ pub use sim::SimStorage;
 pub use stats::{FSYNC_BUCKETS_SECS, WalStats};
 pub use storage::{AppendFile, OsStorage, ReadFile, Storage};
 
+use crate::signal::{Signal, Watcher};
 use format::{SEGMENT_HEADER_LEN, segment_file_name};
 use stats::StatsInner;
 
@@ -360,7 +361,10 @@ pub(crate) struct Shared {
     pub writer_cv: Condvar,
     /// Wakes appenders blocked on MAX_PENDING_BYTES.
     pub space_cv: Condvar,
-    pub progress_tx: watch::Sender<WalProgress>,
+    pub progress: Signal<WalProgress>,
+    /// Run after the hot path (the writer thread, inline writes) published
+    /// progress, with no WAL lock held. See [`Wal::on_progress`].
+    pub progress_hook: OnceLock<Box<dyn Fn() + Send + Sync>>,
     pub stats: StatsInner,
 }
 
@@ -384,10 +388,17 @@ fn close_handle(handle: &Handle) -> Result<(), WalError> {
     }
     handle.shared.writer_cv.notify_all();
     handle.shared.space_cv.notify_all();
-    if let Some(thread) = handle.writer.lock().take()
-        && thread.join().is_err()
-    {
-        return Err(WalError::Failed("WAL writer thread panicked".to_string()));
+    if let Some(thread) = handle.writer.lock().take() {
+        if thread.thread().id() == std::thread::current().id() {
+            // Dropped from the writer thread itself (its progress hook held
+            // the last reference to the log's owner): it cannot wait for
+            // itself; it sees `shutdown` once the hook returns and finishes
+            // what is pending, as the join would have waited for.
+            return Ok(());
+        }
+        if thread.join().is_err() {
+            return Err(WalError::Failed("WAL writer thread panicked".to_string()));
+        }
     }
     let st = handle.shared.state.lock();
     match &st.failed {
@@ -446,7 +457,7 @@ impl Wal {
             .open_append(&tail_path)
             .map_err(|e| WalError::io("open", &tail_path, e))?;
         let end = recovered.end;
-        let (progress_tx, _) = watch::channel(WalProgress {
+        let progress = Signal::new(WalProgress {
             appended: end,
             written: end,
             durable: end,
@@ -488,7 +499,8 @@ impl Wal {
             }),
             writer_cv: Condvar::new(),
             space_cv: Condvar::new(),
-            progress_tx,
+            progress,
+            progress_hook: OnceLock::new(),
             stats: StatsInner::default(),
             opts,
         });
@@ -576,8 +588,18 @@ impl Wal {
     /// Notified whenever `written` or `durable` move (and on failure/close);
     /// `appended` in these values is only as fresh as the last publication.
     /// After a truncate or reset the values can go backwards.
-    pub fn subscribe(&self) -> watch::Receiver<WalProgress> {
-        self.shared().progress_tx.subscribe()
+    pub fn subscribe(&self) -> Watcher<WalProgress> {
+        self.shared().progress.subscribe()
+    }
+
+    /// Set the function run after each write or fsync of the hot path
+    /// publishes progress (once; later calls are ignored). It runs on the
+    /// writer thread or on the task that wrote inline, with no WAL lock
+    /// held, so it may take the caller's own locks; it is not run for the
+    /// control operations (truncate, reset, reader flushes), whose callers
+    /// hold their own locks.
+    pub fn on_progress(&self, hook: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.shared().progress_hook.set(hook);
     }
 
     /// Why the log failed, if it did (sticky until restart).
@@ -598,8 +620,8 @@ impl Wal {
         let shared = self.shared();
         let durable = shared.opts.fsync.acks_durable();
         let acked = |p: &WalProgress| if durable { p.durable } else { p.written };
-        let mut rx = shared.progress_tx.subscribe();
-        if acked(&rx.borrow()) < offset {
+        let mut rx = shared.progress.subscribe();
+        if acked(&rx.borrow_and_update()) < offset {
             // "Handed to the OS" needs no fsync: write it from here when the
             // writer is not busy; otherwise (or for fsync) wake the writer.
             let wrote_inline = !durable && shared.write_inline();
@@ -686,7 +708,7 @@ impl Wal {
             st.note_rewrite(offset);
             tracing::info!(offset, epoch, "WAL truncated");
         }
-        shared.progress_tx.send_replace(st.progress());
+        shared.progress.publish(st.progress());
         result
     }
 
@@ -742,7 +764,7 @@ impl Wal {
             st.note_rewrite(offset);
             tracing::info!(offset, "WAL reset");
         }
-        shared.progress_tx.send_replace(st.progress());
+        shared.progress.publish(st.progress());
         shared.space_cv.notify_all();
         result
     }

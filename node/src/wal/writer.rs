@@ -229,7 +229,7 @@ impl Shared {
                 st.failed = Some(err.to_string());
             }
         }
-        self.progress_tx.send_replace(st.progress());
+        self.progress.publish(st.progress());
         self.space_cv.notify_all();
         st.check_open()
     }
@@ -406,10 +406,18 @@ pub(crate) fn run(shared: Arc<Shared>) {
             FsyncPolicy::Never => shutting_down,
         });
         drop(io);
+        shared.progressed();
     }
 }
 
 impl Shared {
+    /// Runs the progress hook; the caller holds no WAL lock.
+    fn progressed(&self) {
+        if let Some(hook) = self.progress_hook.get() {
+            hook();
+        }
+    }
+
     /// One batch: take the pending chunks, write them (and fsync when
     /// `sync_now(last_sync)` says so), publish the progress. The caller
     /// holds the I/O lock. Returns false when the log has failed.
@@ -453,7 +461,7 @@ impl Shared {
                 self.space_cv.notify_all();
             }
         }
-        self.progress_tx.send_replace(st.progress());
+        self.progress.publish(st.progress());
         true
     }
 
@@ -478,6 +486,7 @@ impl Shared {
         };
         let wrote = self.write_step(&mut io, |_| false);
         drop(io);
+        self.progressed();
         if wrote && was_clean {
             // The writer may be asleep without a deadline (nothing was
             // dirty); it must arm the interval fsync for what we wrote.
@@ -492,6 +501,6 @@ impl Shared {
 
 fn finish(shared: &Shared, mut st: parking_lot::MutexGuard<'_, super::State>) {
     st.writer_exited = true;
-    shared.progress_tx.send_replace(st.progress());
+    shared.progress.publish(st.progress());
     shared.space_cv.notify_all();
 }

@@ -63,7 +63,7 @@
 
 use std::collections::BTreeMap;
 
-use rstore_node::admin::{ReplicationMode, Role, StatusResponse};
+use rstore_node::admin::{LinkStatus, ReplicationMode, Role, StatusResponse};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -193,7 +193,7 @@ impl MemberView {
 
     fn loading_snapshot(&self) -> bool {
         self.status()
-            .is_some_and(|s| s.snapshot_progress.is_some() || s.link.as_deref() == Some("snapshot"))
+            .is_some_and(|s| s.snapshot_progress.is_some() || s.link == Some(LinkStatus::Snapshot))
     }
 
     /// (last log epoch, log end) of a member that answers.

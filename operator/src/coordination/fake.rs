@@ -175,7 +175,7 @@ impl FakeNodes {
                     applied: 0,
                     lag_bytes: 0,
                     lag_ms: 0,
-                    state: "streaming".to_string(),
+                    state: rstore_node::admin::FollowerState::Streaming,
                 })
                 .collect();
         }

@@ -579,7 +579,7 @@ mod tests {
             applied: 97,
             lag_bytes: 3,
             lag_ms: 1,
-            state: "streaming".into(),
+            state: rstore_node::admin::FollowerState::Streaming,
         });
         let probes = vec![
             Ok(leader),
