@@ -6,8 +6,10 @@
 //! or replication round trip serves the whole pipeline, and many
 //! connections share each group commit.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -98,9 +100,37 @@ async fn handle(
     };
     let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
     let mut sess = Session::new(id, addr, shared.config.requirepass.is_some());
-    let mut role_rx = shared.engine.subscribe_role();
-    let was_leader = |r: &crate::engine::RoleState| r.role == Role::Leader && !r.fenced;
-    let mut leader_at_start = was_leader(&role_rx.borrow_and_update());
+    // Ends when the connection must close: the node shuts down, or it stops
+    // being the unfenced leader it was (clients then reconnect through the
+    // leader endpoint instead of talking to a stale leader). Made once and
+    // polled only while the client is idle: fresh channel waits on every
+    // command cost a registration and a removal each.
+    let mut shutdown_peek = shutdown.clone();
+    let mut role_peek = shared.engine.subscribe_role();
+    let closing = {
+        let mut role_rx = shared.engine.subscribe_role();
+        let was_leader = |r: &crate::engine::RoleState| r.role == Role::Leader && !r.fenced;
+        let mut leader_before = was_leader(&role_rx.borrow_and_update());
+        async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    changed = role_rx.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let now_leader = was_leader(&role_rx.borrow_and_update());
+                        if leader_before && !now_leader {
+                            tracing::info!(client = id, "closing client: node is no longer the leader");
+                            return;
+                        }
+                        leader_before = now_leader;
+                    }
+                }
+            }
+        }
+    };
+    tokio::pin!(closing);
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut pending: Vec<Pending> = Vec::new();
@@ -202,7 +232,20 @@ async fn handle(
         if inbuf.capacity() - inbuf.len() < 4096 {
             inbuf.reserve(16 * 1024);
         }
+        // The read goes first (`biased`); a client that always has a
+        // request ready would then never let `closing` run, so a change of
+        // role or a shutdown (a version check, no lock) polls it first.
+        if role_peek.has_changed().unwrap_or(true) || shutdown_peek.has_changed().unwrap_or(true) {
+            role_peek.borrow_and_update();
+            shutdown_peek.borrow_and_update();
+            let ended =
+                std::future::poll_fn(|cx| Poll::Ready(closing.as_mut().poll(cx).is_ready())).await;
+            if ended {
+                return Ok(());
+            }
+        }
         tokio::select! {
+            biased;
             n = stream.read_buf(&mut inbuf) => {
                 let n = n?;
                 if n == 0 {
@@ -210,22 +253,7 @@ async fn handle(
                 }
                 stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
             }
-            _ = shutdown.changed() => {
-                return Ok(());
-            }
-            changed = role_rx.changed() => {
-                if changed.is_err() {
-                    return Ok(());
-                }
-                let now_leader = was_leader(&role_rx.borrow_and_update());
-                if leader_at_start && !now_leader {
-                    // Deposed or fenced: make clients reconnect through the
-                    // leader endpoint instead of talking to a stale leader.
-                    tracing::info!(client = sess.id, "closing client: node is no longer the leader");
-                    return Ok(());
-                }
-                leader_at_start = now_leader;
-            }
+            () = &mut closing => return Ok(()),
         }
     }
 }

@@ -351,3 +351,61 @@ fn a_leader_stopped_with_sigterm_waits_until_a_follower_has_its_whole_log() {
         }
     }
 }
+
+/// A fenced leader closes its clients' connections, idle or busy, so they
+/// reconnect through the leader endpoint (to the new leader) instead of
+/// staying on a node that no longer leads.
+#[test]
+fn a_fenced_leader_closes_its_client_connections_idle_or_busy() {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let leader = Node::leader(&[]);
+    let mut idle = leader.raw();
+    assert_eq!(idle.cmd_str(&["SET", "k", "1"]), Reply::Simple("OK".into()));
+
+    // Busy: a client whose next requests are always already buffered
+    // (written ahead, replies drained by another thread), so the server
+    // never finds it idle.
+    let busy = std::net::TcpStream::connect(leader.addrs.data).unwrap();
+    let mut drain = busy.try_clone().unwrap();
+    let closed = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let closed = Arc::clone(&closed);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut got = 0usize;
+            loop {
+                match drain.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n,
+                }
+            }
+            closed.store(true, Ordering::SeqCst);
+            got
+        })
+    };
+    let chunk = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n".repeat(256);
+    let mut writer = busy.try_clone().unwrap();
+    let started = Instant::now();
+    let mut fenced_at = None;
+    while !closed.load(Ordering::SeqCst) {
+        if writer.write_all(&chunk).is_err() {
+            break; // reset by the server: closed
+        }
+        if fenced_at.is_none() && started.elapsed() > Duration::from_millis(300) {
+            leader.fence(2);
+            fenced_at = Some(Instant::now());
+        }
+        assert!(
+            fenced_at.is_none_or(|t| t.elapsed() < DEADLINE),
+            "a busy client of a fenced leader was never closed"
+        );
+    }
+    let _ = busy.shutdown(std::net::Shutdown::Both);
+    let got = reader.join().unwrap();
+    assert!(fenced_at.is_some(), "closed before the fence");
+    assert!(got > 0, "the busy client was served before the fence");
+    assert!(idle.closed_by_server(), "the idle client was not closed");
+}
