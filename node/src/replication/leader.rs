@@ -355,6 +355,26 @@ async fn stream_log(
     // The role may have changed between the handshake and the subscription.
     let mut leading = keeps_streaming(&roles.borrow_and_update(), term);
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    // Ends the stream on shutdown or once this node no longer leads the
+    // term. Made once: fresh channel waits in every round of the loop below
+    // (one per write at low load) cost a registration and a removal each.
+    let stopping = {
+        let mut roles = roles.clone();
+        let mut shutdown = shutdown.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    r = roles.changed() => {
+                        if r.is_err() || !keeps_streaming(&roles.borrow_and_update(), term) {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    };
+    tokio::pin!(stopping);
     let result = loop {
         // Checked before every batch too: a long catch-up must not outlive
         // the leadership it was started under.
@@ -398,14 +418,11 @@ async fn stream_log(
                 let msg = Message::Heartbeat { leader_end: engine.wal().last_offset(), commit: engine.offsets().committed };
                 if let Err(e) = wire::write(&mut wr, &msg).await { break Err(e) }
             }
-            r = roles.changed() => {
-                leading = r.is_ok() && keeps_streaming(&roles.borrow_and_update(), term);
-            }
             r = &mut acker => break Err(match r {
                 Ok(WireError::Closed) | Err(_) => WireError::Closed,
                 Ok(e) => e,
             }),
-            _ = shutdown.changed() => break Ok(()),
+            () = &mut stopping => break Ok(()),
         }
     };
     acker.abort();
