@@ -408,7 +408,14 @@ async fn stream_log(
             continue;
         }
         tokio::select! {
-            r = progress.changed() => if r.is_err() { break Ok(()) },
+            r = progress.changed() => {
+                if r.is_err() { break Ok(()) }
+                // Let the connections that are ready run first, so one
+                // send carries their records too: under load every write
+                // wakes this task, and each send to a follower costs about
+                // what a client's reply does.
+                tokio::task::yield_now().await;
+            }
             r = commits.changed() => {
                 if r.is_err() { break Ok(()) }
                 let msg = Message::Heartbeat { leader_end: engine.wal().last_offset(), commit: commits.borrow_and_update() };
