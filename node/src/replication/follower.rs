@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::wire::{self, Decision, Hello, Message, WireError};
-use crate::admin::{LinkStatus, ReplicationMode, Role};
+use crate::admin::{AckLevel, LinkStatus, ReplicationMode, Role};
 use crate::context::Shared;
 use crate::engine::{Engine, EngineError};
 
@@ -239,11 +239,35 @@ struct Acker {
 }
 
 impl Acker {
+    /// Send the offsets if any moved.
     async fn send(&mut self, engine: &Engine) -> Result<(), WireError> {
         let now = ack_offsets(engine);
         if self.last == Some(now) {
             return Ok(());
         }
+        self.write(now).await
+    }
+
+    /// Send the offsets if the one the leader counts (`--ack-level`) moved:
+    /// the prompt acks of semi-sync/sync. The others ride along, and the
+    /// periodic ack carries any change they make alone. (An ack per offset
+    /// that moves is up to three sends per batch of records, each waking
+    /// the leader.)
+    async fn send_counted(&mut self, engine: &Engine) -> Result<(), WireError> {
+        let now = ack_offsets(engine);
+        let counted =
+            |(received, durable, applied): (u64, u64, u64)| match engine.settings().ack_level {
+                AckLevel::Received => received,
+                AckLevel::Durable => durable,
+                AckLevel::Applied => applied,
+            };
+        if self.last.is_some_and(|last| counted(last) == counted(now)) {
+            return Ok(());
+        }
+        self.write(now).await
+    }
+
+    async fn write(&mut self, now: (u64, u64, u64)) -> Result<(), WireError> {
         self.last = Some(now);
         self.sent_at = std::time::Instant::now();
         let (received, durable, applied) = now;
@@ -317,7 +341,7 @@ async fn stream_records(
                         }
                         shared.link.touch(end);
                         if !lazy {
-                            acker.send(engine).await?;
+                            acker.send_counted(engine).await?;
                         }
                     }
                     Message::Heartbeat { leader_end, commit } => {
@@ -330,22 +354,22 @@ async fn stream_records(
             // Durability and apply progress produce acks of their own.
             r = progress.changed(), if !lazy => {
                 if r.is_err() { return Ok(()) }
-                acker.send(engine).await?;
+                acker.send_counted(engine).await?;
             }
             r = applied.changed(), if !lazy => {
                 if r.is_err() { return Ok(()) }
-                acker.send(engine).await?;
+                acker.send_counted(engine).await?;
             }
             _ = tick.tick() => {
-                // Async: batched acks. Every mode: an ack at least every
-                // second, the follower's heartbeat (the leader drops
-                // followers it has not heard from).
-                if lazy || acker.sent_at.elapsed() >= Duration::from_secs(1) {
-                    if acker.sent_at.elapsed() >= Duration::from_secs(1) {
-                        acker.last = None;
-                    }
-                    acker.send(engine).await?;
+                // Whatever moved since the last ack: async's batched acks,
+                // and in semi-sync/sync the offsets the prompt acks left
+                // out. Every mode: an ack at least every second, the
+                // follower's heartbeat (the leader drops followers it has
+                // not heard from).
+                if acker.sent_at.elapsed() >= Duration::from_secs(1) {
+                    acker.last = None;
                 }
+                acker.send(engine).await?;
             }
             r = roles.changed() => {
                 // Fenced, promoted or repointed: drop this stream now.

@@ -355,6 +355,7 @@ async fn stream_log(
     // The role may have changed between the handshake and the subscription.
     let mut leading = keeps_streaming(&roles.borrow_and_update(), term);
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
+    let mut sent_to = start;
     // Ends the stream on shutdown or once this node no longer leads the
     // term. Made once: fresh channel waits in every round of the loop below
     // (one per write at low load) cost a registration and a removal each.
@@ -405,6 +406,7 @@ async fn stream_log(
                 break Err(e);
             }
             engine.update_follower(id, |p| p.sent = end);
+            sent_to = end;
             continue;
         }
         tokio::select! {
@@ -418,6 +420,13 @@ async fn stream_log(
             }
             r = commits.changed() => {
                 if r.is_err() { break Ok(()) }
+                // The next records carry the commit offset too: when more
+                // are on their way (appended after what was sent), they
+                // tell the follower, and a heartbeat would be one more send.
+                tokio::task::yield_now().await;
+                if engine.wal().last_offset() > sent_to {
+                    continue;
+                }
                 let msg = Message::Heartbeat { leader_end: engine.wal().last_offset(), commit: commits.borrow_and_update() };
                 if let Err(e) = wire::write(&mut wr, &msg).await { break Err(e) }
             }
