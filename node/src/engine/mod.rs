@@ -437,9 +437,9 @@ impl Engine {
                 Err(AckError::Fenced)
             };
         }
-        // Writes are appended with the writer asleep; one kick per batch
-        // (followers are streamed what the writer has written).
-        self.wal.kick();
+        // Writes are appended with the writer asleep; one flush or kick per
+        // batch (followers are streamed what has been written).
+        self.wal.flush_or_kick();
         let mut rx = self.commit_signal.subscribe();
         let mut roles = self.role_tx.subscribe();
         let timeout = Duration::from_millis(settings.sync_timeout_ms);

@@ -557,6 +557,17 @@ impl Wal {
         self.shared().kick();
     }
 
+    /// Get deferred appends on their way without waiting for them: where
+    /// acknowledging needs no fsync (interval, never), write them from the
+    /// calling thread unless the writer is busy (no thread wake-up per
+    /// write); otherwise wake the writer.
+    pub fn flush_or_kick(&self) {
+        let shared = self.shared();
+        if shared.opts.fsync.acks_durable() || !shared.write_inline() {
+            shared.kick();
+        }
+    }
+
     /// Follower: appends a record received from the leader unchanged.
     pub fn append_record(&self, rec: &Record) -> Result<(), WalError> {
         self.shared()
