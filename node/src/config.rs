@@ -81,6 +81,12 @@ pub struct Config {
     /// Most arguments in one command.
     #[arg(long, env = "RSTORE_MAX_ARGS", default_value_t = 1024 * 1024)]
     pub max_args: usize,
+    /// Worker threads serving clients and replication [default: the CPUs
+    /// this process may use]. On a small machine shared with its clients,
+    /// 1 spends the least CPU per request, as Redis's single thread does
+    /// (bench/README.md, "Engine rebuild").
+    #[arg(long, env = "RSTORE_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
     /// Most simultaneous client connections.
     #[arg(long, env = "RSTORE_MAX_CLIENTS", default_value_t = 10_000)]
     pub max_clients: usize,
@@ -165,5 +171,25 @@ impl Config {
             return Err("--max-bulk-bytes and --max-args must be positive".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use clap::Parser;
+
+    use super::Config;
+
+    #[test]
+    fn worker_threads_default_to_the_cpus_and_zero_is_refused() {
+        let c = Config::try_parse_from(["rstore-node"]).unwrap();
+        assert_eq!(c.threads, None);
+        let c = Config::try_parse_from(["rstore-node", "--threads", "1"]).unwrap();
+        assert_eq!(c.threads, Some(1));
+        let err = Config::try_parse_from(["rstore-node", "--threads", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--threads"), "{err}");
     }
 }

@@ -42,10 +42,11 @@ async fn wait_for_signal() {
 fn main() -> std::process::ExitCode {
     let config = Config::parse();
     init_logging(&config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = config.threads {
+        builder.worker_threads(usize::from(threads));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("rstore-node: cannot start the runtime: {e}");

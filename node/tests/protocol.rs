@@ -173,7 +173,18 @@ fn requests_split_byte_by_byte() {
 
 #[test]
 fn a_hundred_clients_at_once() {
-    let node = Node::leader(&[]);
+    a_hundred_clients_at_once_on(&[]);
+}
+
+/// The same on one worker thread (`--threads 1`): every connection, the
+/// log writes and the expiry cycle share it.
+#[test]
+fn a_hundred_clients_at_once_on_one_worker_thread() {
+    a_hundred_clients_at_once_on(&["--threads", "1"]);
+}
+
+fn a_hundred_clients_at_once_on(flags: &[&str]) {
+    let node = Node::leader(flags);
     let addr = node.addrs.data;
     let n = 100;
     let connected = Arc::new(Barrier::new(n + 1));
