@@ -544,7 +544,14 @@ impl Engine {
             st.applied = st.applied.max(offset.min(self.wal.last_offset()));
         }
         self.commit_signal.publish(offset);
-        self.applied_signal.publish(st.applied);
+        // An async leader applied its writes when it made them: a commit
+        // then moves nothing, and waking WAITOFFSET waiters would be noise.
+        let applied = st.applied;
+        self.applied_signal.publish_if(|v| {
+            let moved = *v != applied;
+            *v = applied;
+            moved
+        });
     }
 
     /// Offsets: (appended, durable, applied, committed).
