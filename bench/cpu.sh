@@ -10,6 +10,7 @@
 #   REPEAT=3      runs per cell, servers interleaved; the median counts
 #   BASELINE_BIN=/path/to/old/rstore-node   adds a "before" column
 #   SKIP_BUILD=1  use the existing target/release/rstore-node
+#   ROWS="set:1 get:16"   only these rows (test:pipeline); default all four
 set -euo pipefail
 
 # shellcheck source=bench/lib.sh
@@ -19,6 +20,7 @@ N="${N:-200000}"
 CLIENTS="${CLIENTS:-50}"
 REPEAT="${REPEAT:-3}"
 BASELINE_BIN="${BASELINE_BIN:-}"
+ROWS="${ROWS:-set:1 set:16 get:1 get:16}"
 
 need redis-server; need redis-benchmark; need redis-cli; need python3
 build_rstore
@@ -55,26 +57,25 @@ for n in "${names[@]}"; do printf '| %-8s ops/s  cpu-s ' "$n"; done
 printf '| cpu ratio rstore/redis | ops ratio rstore/redis'
 [[ -n "$BASELINE_BIN" ]] && printf ' | cpu rstore/before'
 printf '\n'
-for test in set get; do
-    for pipe in 1 16; do
-        declare -A ops=() cpu=()
-        for ((r = 0; r < REPEAT; r++)); do
-            for i in "${!names[@]}"; do
-                read -r o c < <(measure "${ports[$i]}" "${pids[$i]}" "$test" "$pipe")
-                ops[$i]+="$o "; cpu[$i]+="$c "
-            done
-        done
-        printf '%-10s' "${test^^} P=$pipe"
-        declare -a mo=() mc=()
+for row in $ROWS; do
+    test=${row%%:*} pipe=${row##*:}
+    declare -A ops=() cpu=()
+    for ((r = 0; r < REPEAT; r++)); do
         for i in "${!names[@]}"; do
-            mo[$i]=$(tr ' ' '\n' <<<"${ops[$i]}" | grep . | median)
-            mc[$i]=$(tr ' ' '\n' <<<"${cpu[$i]}" | grep . | median)
-            printf '| %14s %6s ' "${mo[$i]}" "${mc[$i]}"
+            read -r o c < <(measure "${ports[$i]}" "${pids[$i]}" "$test" "$pipe")
+            ops[$i]+="$o "; cpu[$i]+="$c "
         done
-        printf '| %22s | %22s' "$(ratio "${mc[1]}" "${mc[0]}")" "$(ratio "${mo[1]}" "${mo[0]}")"
-        [[ -n "$BASELINE_BIN" ]] && printf ' | %s' "$(ratio "${mc[1]}" "${mc[2]}")"
-        printf '\n'
-        unset ops cpu
     done
+    printf '%-10s' "${test^^} P=$pipe"
+    declare -a mo=() mc=()
+    for i in "${!names[@]}"; do
+        mo[$i]=$(tr ' ' '\n' <<<"${ops[$i]}" | grep . | median)
+        mc[$i]=$(tr ' ' '\n' <<<"${cpu[$i]}" | grep . | median)
+        printf '| %14s %6s ' "${mo[$i]}" "${mc[$i]}"
+    done
+    printf '| %22s | %22s' "$(ratio "${mc[1]}" "${mc[0]}")" "$(ratio "${mo[1]}" "${mo[0]}")"
+    [[ -n "$BASELINE_BIN" ]] && printf ' | %s' "$(ratio "${mc[1]}" "${mc[2]}")"
+    printf '\n'
+    unset ops cpu
 done
 echo "(cpu-s: server CPU seconds per $N requests, median of $REPEAT; -c $CLIENTS -r 1000000 -d 100)"

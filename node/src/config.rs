@@ -81,10 +81,12 @@ pub struct Config {
     /// Most arguments in one command.
     #[arg(long, env = "RSTORE_MAX_ARGS", default_value_t = 1024 * 1024)]
     pub max_args: usize,
-    /// Worker threads serving clients and replication [default: the CPUs
-    /// this process may use]. On a small machine shared with its clients,
-    /// 1 spends the least CPU per request, as Redis's single thread does
-    /// (bench/README.md, "Engine rebuild").
+    /// Worker threads serving clients and replication [default: one less
+    /// than the CPUs this process may use (its cgroup quota counts), at
+    /// least 1]. Writes take one lock in turn, so a worker per CPU only
+    /// makes them contend for it; the CPU left over serves the WAL writer
+    /// thread, its fsyncs and the kernel's network work. Measured on 2
+    /// CPUs: bench/README.md, "Engine rebuild".
     #[arg(long, env = "RSTORE_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
     /// Most simultaneous client connections.
@@ -109,6 +111,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// `--threads`, or its default for a machine with `cpus` CPUs.
+    pub fn worker_threads(&self, cpus: usize) -> usize {
+        match self.threads {
+            Some(n) => usize::from(n),
+            None => cpus.saturating_sub(1).max(1),
+        }
+    }
+
     pub fn node_id(&self) -> String {
         if let Some(id) = &self.node_id {
             return id.clone();
@@ -182,11 +192,15 @@ mod tests {
     use super::Config;
 
     #[test]
-    fn worker_threads_default_to_the_cpus_and_zero_is_refused() {
+    fn worker_threads_default_to_one_less_than_the_cpus_and_zero_is_refused() {
         let c = Config::try_parse_from(["rstore-node"]).unwrap();
         assert_eq!(c.threads, None);
-        let c = Config::try_parse_from(["rstore-node", "--threads", "1"]).unwrap();
-        assert_eq!(c.threads, Some(1));
+        assert_eq!(c.worker_threads(1), 1);
+        assert_eq!(c.worker_threads(2), 1);
+        assert_eq!(c.worker_threads(8), 7);
+        let c = Config::try_parse_from(["rstore-node", "--threads", "4"]).unwrap();
+        assert_eq!(c.threads, Some(4));
+        assert_eq!(c.worker_threads(2), 4, "an explicit count wins");
         let err = Config::try_parse_from(["rstore-node", "--threads", "0"])
             .unwrap_err()
             .to_string();

@@ -43,9 +43,8 @@ fn main() -> std::process::ExitCode {
     let config = Config::parse();
     init_logging(&config.log_format);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(threads) = config.threads {
-        builder.worker_threads(usize::from(threads));
-    }
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    builder.worker_threads(config.worker_threads(cpus));
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

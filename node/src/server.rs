@@ -21,7 +21,7 @@ use crate::admin::{ReplicationMode, Role};
 use crate::commands::{self, Action, Ctx, Kind, Session};
 use crate::context::Shared;
 use crate::resp::{self, Limits};
-use crate::stats::Stats;
+use crate::stats::{ClientCounters, ClientSlot, Stats};
 
 /// Replies buffered before they are flushed mid-pipeline.
 const FLUSH_BYTES: usize = 64 * 1024;
@@ -84,7 +84,9 @@ async fn handle(
     let stats = &shared.engine.stats;
     let clients = stats.connected_clients.fetch_add(1, Ordering::Relaxed) + 1;
     Stats::inc(&stats.connections_total);
-    let _guard = ClientGuard(shared.clone());
+    let slot = stats.register_client();
+    let counters = slot.counters.clone();
+    let _guard = ClientGuard(shared.clone(), slot);
     if clients as usize > shared.config.max_clients {
         Stats::inc(&stats.rejected_connections);
         stream
@@ -99,7 +101,12 @@ async fn handle(
         ..Limits::default()
     };
     let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
-    let mut sess = Session::new(id, addr, shared.config.requirepass.is_some());
+    let mut sess = Session::new(
+        id,
+        addr,
+        shared.config.requirepass.is_some(),
+        counters.clone(),
+    );
     // Ends when the connection must close: the node shuts down, or it stops
     // being the unfenced leader it was (clients then reconnect through the
     // leader endpoint instead of talking to a stale leader). Made once and
@@ -145,7 +152,7 @@ async fn handle(
                 Ok(None) => break,
                 Err(e) => {
                     Stats::inc(&stats.protocol_errors);
-                    settle(&shared, &mut out, &mut pending).await;
+                    settle(&shared, &counters, &mut out, &mut pending).await;
                     resp::encode_error(&format!("ERR {e}"), &mut out);
                     close = true;
                     break;
@@ -160,7 +167,7 @@ async fn handle(
             // unacknowledged write must wait for it, or it would not see it.
             // The mode is read per command: `POST /config` changes it live.
             if kind == Kind::Read && !pending.is_empty() && shared.engine.settings().lossless() {
-                settle(&shared, &mut out, &mut pending).await;
+                settle(&shared, &counters, &mut out, &mut pending).await;
             }
             let began = Instant::now();
             let action = {
@@ -172,7 +179,7 @@ async fn handle(
                 commands::execute(&mut ctx, spec, &args)
             };
             match action {
-                Action::Done => observe(&shared, kind, began),
+                Action::Done => observe(&counters, kind, began),
                 Action::Write {
                     offset,
                     reply_start,
@@ -187,13 +194,13 @@ async fn handle(
                     replicas,
                     timeout_ms,
                 } => {
-                    settle(&shared, &mut out, &mut pending).await;
+                    settle(&shared, &counters, &mut out, &mut pending).await;
                     let n =
                         wait_replicas(&shared, sess.last_write_offset, replicas, timeout_ms).await;
                     resp::encode_int(n as i64, &mut out);
                 }
                 Action::WaitOffset { offset, timeout_ms } => {
-                    settle(&shared, &mut out, &mut pending).await;
+                    settle(&shared, &counters, &mut out, &mut pending).await;
                     wait_offset(&shared, offset, timeout_ms, &mut out).await;
                 }
             }
@@ -206,7 +213,7 @@ async fn handle(
                 break;
             }
         }
-        settle(&shared, &mut out, &mut pending).await;
+        settle(&shared, &counters, &mut out, &mut pending).await;
         if out.len() > shared.config.client_output_limit {
             tracing::warn!(
                 client = sess.id,
@@ -216,9 +223,7 @@ async fn handle(
             return Ok(());
         }
         if !out.is_empty() {
-            stats
-                .net_output_bytes
-                .fetch_add(out.len() as u64, Ordering::Relaxed);
+            counters.net_output_bytes.add(out.len() as u64);
             stream.write_all(&out).await?;
             out.clear();
         }
@@ -251,17 +256,17 @@ async fn handle(
                 if n == 0 {
                     return Ok(());
                 }
-                stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                counters.net_input_bytes.add(n as u64);
             }
             () = &mut closing => return Ok(()),
         }
     }
 }
 
-fn observe(shared: &Shared, kind: Kind, began: Instant) {
+fn observe(counters: &ClientCounters, kind: Kind, began: Instant) {
     let h = match kind {
-        Kind::Read => &shared.engine.stats.read_latency,
-        Kind::Write => &shared.engine.stats.write_latency,
+        Kind::Read => &counters.read_latency,
+        Kind::Write => &counters.write_latency,
         Kind::Other => return,
     };
     h.observe(began.elapsed());
@@ -269,7 +274,12 @@ fn observe(shared: &Shared, kind: Kind, began: Instant) {
 
 /// Wait for the batch's writes to be acknowledged; replace the reply of
 /// every write that was not with the error that says why.
-async fn settle(shared: &Shared, out: &mut BytesMut, pending: &mut Vec<Pending>) {
+async fn settle(
+    shared: &Shared,
+    counters: &ClientCounters,
+    out: &mut BytesMut,
+    pending: &mut Vec<Pending>,
+) {
     let Some(max) = pending.iter().map(|p| p.offset).max() else {
         return;
     };
@@ -280,12 +290,12 @@ async fn settle(shared: &Shared, out: &mut BytesMut, pending: &mut Vec<Pending>)
     let result = engine.wait_acked(max).await;
     let now = Instant::now();
     if let Some(waited) = waited {
-        engine.stats.sync_wait_latency.observe(now - waited);
+        counters.sync_wait_latency.observe(now - waited);
     }
     match result {
         Ok(()) => {
             for p in pending.iter() {
-                engine.stats.write_latency.observe(now - p.began);
+                counters.write_latency.observe(now - p.began);
             }
         }
         Err(e) => {
@@ -373,14 +383,13 @@ async fn wait_offset(shared: &Shared, offset: u64, timeout_ms: u64, out: &mut By
     }
 }
 
-struct ClientGuard(Arc<Shared>);
+/// Counts the connection out when it ends, however it ends.
+struct ClientGuard(Arc<Shared>, ClientSlot);
 
 impl Drop for ClientGuard {
     fn drop(&mut self) {
-        self.0
-            .engine
-            .stats
-            .connected_clients
-            .fetch_sub(1, Ordering::Relaxed);
+        let stats = &self.0.engine.stats;
+        stats.retire_client(&self.1);
+        stats.connected_clients.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -129,6 +129,85 @@ fn health_readiness_status_and_metrics_of_a_leader() {
     }
 }
 
+/// The value of one labelled series, e.g. `name{type="read"}`.
+fn series(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Counters are kept per connection (no shared atomics on the command
+/// path); INFO and /metrics must still add up every command, from
+/// connections still open and from ones that closed, each exactly once.
+#[test]
+fn command_counters_add_up_over_open_and_closed_connections() {
+    let node = Node::leader(&["--fsync", "never"]);
+    {
+        let mut a = node.client();
+        let _: () = redis::cmd("SET").arg("x").arg(1).query(&mut a).unwrap();
+        let _: () = redis::cmd("SET").arg("y").arg("abc").query(&mut a).unwrap();
+        let hit: Option<String> = redis::cmd("GET").arg("x").query(&mut a).unwrap();
+        assert_eq!(hit.as_deref(), Some("1"));
+        let miss: Option<String> = redis::cmd("GET").arg("nope").query(&mut a).unwrap();
+        assert_eq!(miss, None);
+        let err = redis::cmd("INCR").arg("y").query::<i64>(&mut a);
+        assert!(err.is_err(), "INCR of a non-number must fail");
+    }
+    // The first connection is closed (and counted out) before the second
+    // reads the totals.
+    let text = wait_until(DEADLINE, "the first client to be counted out", || {
+        let text = node.http("GET", "/metrics", None).body;
+        (metric(&text, "rstore_connected_clients") == Some(0.0)).then_some(text)
+    });
+    let mut b = node.client();
+    let hit: Option<String> = redis::cmd("GET").arg("x").query(&mut b).unwrap();
+    assert_eq!(hit.as_deref(), Some("1"));
+    let closed_only = series(&text, "rstore_commands_total{type=\"read\"}");
+    assert_eq!(closed_only, Some(2.0), "{text}");
+
+    let text = node.http("GET", "/metrics", None).body;
+    let read = series(&text, "rstore_commands_total{type=\"read\"}");
+    let write = series(&text, "rstore_commands_total{type=\"write\"}");
+    assert_eq!((read, write), (Some(3.0), Some(3.0)), "{text}");
+    assert_eq!(metric(&text, "rstore_command_errors_total"), Some(1.0));
+    assert_eq!(metric(&text, "rstore_keyspace_hits_total"), Some(2.0));
+    assert_eq!(metric(&text, "rstore_keyspace_misses_total"), Some(1.0));
+    let reads_timed = series(
+        &text,
+        "rstore_command_duration_seconds_count{type=\"read\"}",
+    );
+    let writes_timed = series(
+        &text,
+        "rstore_command_duration_seconds_count{type=\"write\"}",
+    );
+    assert_eq!(
+        (reads_timed, writes_timed),
+        (Some(3.0), Some(3.0)),
+        "{text}"
+    );
+    assert!(
+        metric(&text, "rstore_net_input_bytes_total").is_some_and(|n| n > 0.0),
+        "{text}"
+    );
+
+    let info: String = redis::cmd("INFO").arg("stats").query(&mut b).unwrap();
+    let field = |name: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("INFO lacks {name}: {info}"))
+    };
+    assert_eq!(field("keyspace_hits"), 2, "{info}");
+    assert_eq!(field("keyspace_misses"), 1, "{info}");
+    assert_eq!(field("total_error_replies"), 1, "{info}");
+    // Six data commands, the ones the client library sends when it
+    // connects (counted as other), and INFO itself.
+    let other = series(&text, "rstore_commands_total{type=\"other\"}").unwrap();
+    assert_eq!(
+        field("total_commands_processed"),
+        6 + other as u64 + 1,
+        "{info}"
+    );
+}
+
 #[test]
 fn an_idle_node_is_alive_but_not_ready() {
     let node = Node::start(&[]);

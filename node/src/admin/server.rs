@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::types::*;
 use crate::context::Shared;
 use crate::engine::EngineError;
-use crate::stats::Histogram;
+use crate::stats::HistogramCounts;
 
 type AppState = Arc<Shared>;
 
@@ -260,11 +260,18 @@ pub fn rss_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
-fn histogram(out: &mut String, name: &str, help: &str, labels: &str, h: &Histogram, header: bool) {
+fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    labels: &str,
+    h: &HistogramCounts,
+    header: bool,
+) {
     if header {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
     }
-    let (buckets, count, sum) = h.snapshot();
+    let (buckets, count, sum) = h.cumulative();
     let sep = if labels.is_empty() { "" } else { "," };
     for (le, c) in buckets {
         let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {c}");
@@ -285,6 +292,7 @@ fn histogram(out: &mut String, name: &str, help: &str, labels: &str, h: &Histogr
 pub fn metrics_text(s: &Shared) -> String {
     let e = &s.engine;
     let st = &e.stats;
+    let clients = st.client_totals();
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let mut out = String::with_capacity(8192);
     let mut counter = |name: &str, help: &str, kind: &str, samples: &[(&str, u64)]| {
@@ -302,16 +310,16 @@ pub fn metrics_text(s: &Shared) -> String {
         "Commands processed by type.",
         "counter",
         &[
-            ("type=\"read\"", load(&st.read_commands)),
-            ("type=\"write\"", load(&st.write_commands)),
-            ("type=\"other\"", load(&st.other_commands)),
+            ("type=\"read\"", clients.read_commands),
+            ("type=\"write\"", clients.write_commands),
+            ("type=\"other\"", clients.other_commands),
         ],
     );
     counter(
         "rstore_command_errors_total",
         "Commands answered with an error.",
         "counter",
-        &[("", load(&st.command_errors))],
+        &[("", clients.command_errors)],
     );
     counter(
         "rstore_protocol_errors_total",
@@ -353,13 +361,13 @@ pub fn metrics_text(s: &Shared) -> String {
         "rstore_keyspace_hits_total",
         "GET hits.",
         "counter",
-        &[("", load(&st.keyspace_hits))],
+        &[("", clients.keyspace_hits)],
     );
     counter(
         "rstore_keyspace_misses_total",
         "GET misses.",
         "counter",
-        &[("", load(&st.keyspace_misses))],
+        &[("", clients.keyspace_misses)],
     );
     let offsets = e.offsets();
     counter(
@@ -452,13 +460,13 @@ pub fn metrics_text(s: &Shared) -> String {
         "rstore_net_input_bytes_total",
         "Bytes read from clients.",
         "counter",
-        &[("", load(&st.net_input_bytes))],
+        &[("", clients.net_input_bytes)],
     );
     counter(
         "rstore_net_output_bytes_total",
         "Bytes written to clients.",
         "counter",
-        &[("", load(&st.net_output_bytes))],
+        &[("", clients.net_output_bytes)],
     );
     counter(
         "rstore_resident_memory_bytes",
@@ -501,7 +509,7 @@ pub fn metrics_text(s: &Shared) -> String {
         "rstore_command_duration_seconds",
         "Command latency including acknowledgement.",
         "type=\"read\"",
-        &st.read_latency,
+        &clients.read_latency,
         true,
     );
     histogram(
@@ -509,7 +517,7 @@ pub fn metrics_text(s: &Shared) -> String {
         "rstore_command_duration_seconds",
         "",
         "type=\"write\"",
-        &st.write_latency,
+        &clients.write_latency,
         false,
     );
     histogram(
@@ -517,7 +525,7 @@ pub fn metrics_text(s: &Shared) -> String {
         "rstore_sync_wait_seconds",
         "Time writes waited for follower acks.",
         "",
-        &st.sync_wait_latency,
+        &clients.sync_wait_latency,
         true,
     );
     let ws = e.wal().stats();

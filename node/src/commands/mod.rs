@@ -17,13 +17,14 @@ mod string_args;
 mod strings;
 pub mod util;
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::engine::{Engine, EngineError};
 use crate::resp::{self, Frame, Protocol};
-use crate::stats::Stats;
+use crate::stats::ClientCounters;
 
 use crate::context::Shared;
 pub use server::info_text;
@@ -41,10 +42,12 @@ pub struct Session {
     pub created: Instant,
     pub lib_name: Option<Bytes>,
     pub lib_ver: Option<Bytes>,
+    /// What this connection counts for INFO and /metrics.
+    pub counters: Arc<ClientCounters>,
 }
 
 impl Session {
-    pub fn new(id: u64, addr: String, needs_auth: bool) -> Session {
+    pub fn new(id: u64, addr: String, needs_auth: bool, counters: Arc<ClientCounters>) -> Session {
         Session {
             id,
             proto: Protocol::Resp2,
@@ -55,6 +58,7 @@ impl Session {
             created: Instant::now(),
             lib_name: None,
             lib_ver: None,
+            counters,
         }
     }
 }
@@ -356,8 +360,10 @@ impl Ctx<'_> {
         reply: impl FnOnce(&mut Self, R),
     ) -> Action {
         let reply_start = self.out.len();
-        let engine = self.shared.engine.clone();
-        match engine.write(f) {
+        // A copy of the `&Shared` (not an `Arc` clone: a shared atomic
+        // increment and decrement per write).
+        let shared: &Shared = self.shared;
+        match shared.engine.write(f) {
             Ok((r, offset)) => {
                 reply(self, r);
                 match offset {
@@ -390,10 +396,9 @@ pub fn execute(ctx: &mut Ctx<'_>, spec: Option<&'static Spec>, args: &[Bytes]) -
     let Some(name) = args.first() else {
         return Action::Done;
     };
-    let stats = &ctx.shared.engine.stats;
-    Stats::inc(&stats.commands_total);
+    ctx.sess.counters.commands.inc();
     let Some(spec) = spec else {
-        Stats::inc(&stats.command_errors);
+        ctx.sess.counters.command_errors.inc();
         let mut msg = format!(
             "ERR unknown command '{}', with args beginning with: ",
             util::printable(name, 128)
@@ -406,7 +411,7 @@ pub fn execute(ctx: &mut Ctx<'_>, spec: Option<&'static Spec>, args: &[Bytes]) -
     };
     let n = args.len() as i32;
     if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
-        Stats::inc(&stats.command_errors);
+        ctx.sess.counters.command_errors.inc();
         ctx.err(&format!(
             "ERR wrong number of arguments for '{}' command",
             spec.name
@@ -414,25 +419,26 @@ pub fn execute(ctx: &mut Ctx<'_>, spec: Option<&'static Spec>, args: &[Bytes]) -
         return Action::Done;
     }
     if !ctx.sess.authed && !spec.no_auth {
-        Stats::inc(&stats.command_errors);
+        ctx.sess.counters.command_errors.inc();
         ctx.err("NOAUTH Authentication required.");
         return Action::Done;
     }
     match spec.kind {
-        Kind::Read => Stats::inc(&stats.read_commands),
+        Kind::Read => ctx.sess.counters.read_commands.inc(),
         Kind::Write => {
-            Stats::inc(&stats.write_commands);
+            ctx.sess.counters.write_commands.inc();
             if !ctx.shared.engine.is_leader() {
+                ctx.sess.counters.command_errors.inc();
                 ctx.err("READONLY You can't write against a read only replica.");
                 return Action::Done;
             }
         }
-        Kind::Other => Stats::inc(&stats.other_commands),
+        Kind::Other => ctx.sess.counters.other_commands.inc(),
     }
     let reply_start = ctx.out.len();
     let action = (spec.handler)(ctx, args);
     if ctx.out.get(reply_start) == Some(&b'-') {
-        Stats::inc(&stats.command_errors);
+        ctx.sess.counters.command_errors.inc();
     }
     action
 }

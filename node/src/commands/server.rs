@@ -621,18 +621,19 @@ pub fn info_text(shared: &Shared, sections: &[String]) -> String {
         );
     }
     if want("stats") {
+        let clients = stats.client_totals();
         let _ = write!(
             out,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nexpired_keys:{}\r\nevicted_keys:0\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\nsync_full:{}\r\nsync_partial_ok:{}\r\nrstore_sync_timeouts:{}\r\nrstore_degrade_events:{}\r\n\r\n",
             load(&stats.connections_total),
-            load(&stats.commands_total),
+            clients.commands,
             load(&stats.rejected_connections),
-            load(&stats.net_input_bytes),
-            load(&stats.net_output_bytes),
+            clients.net_input_bytes,
+            clients.net_output_bytes,
             load(&stats.expired_keys),
-            load(&stats.keyspace_hits),
-            load(&stats.keyspace_misses),
-            load(&stats.command_errors),
+            clients.keyspace_hits,
+            clients.keyspace_misses,
+            clients.command_errors,
             load(&stats.resyncs_full),
             load(&stats.resyncs_partial),
             load(&stats.sync_timeouts),

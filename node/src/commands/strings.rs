@@ -9,19 +9,18 @@ use super::util::{ArgError, format_f64_sum, parse_f64};
 use super::{Action, Ctx};
 use crate::engine::Current;
 use crate::resp::string_to_i64;
-use crate::stats::Stats;
 
 pub(super) fn get(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {
     let key = &args[1];
     let Ctx { shared, sess, out } = ctx;
-    let stats = &shared.engine.stats;
+    let counters = &sess.counters;
     shared.engine.read(|ks, now| match ks.get(key) {
         Some(e) if !e.is_expired(now) => {
-            Stats::inc(&stats.keyspace_hits);
+            counters.keyspace_hits.inc();
             crate::resp::encode_bulk(e.value(), out);
         }
         _ => {
-            Stats::inc(&stats.keyspace_misses);
+            counters.keyspace_misses.inc();
             crate::resp::encode_null(sess.proto, out);
         }
     });

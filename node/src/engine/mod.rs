@@ -287,7 +287,7 @@ impl Engine {
         let weak = Arc::downgrade(&engine);
         engine.wal.on_progress(Box::new(move || {
             if let Some(engine) = weak.upgrade() {
-                engine.recompute_commit();
+                engine.on_wal_progress();
             }
         }));
         Ok(engine)
@@ -411,7 +411,6 @@ impl Engine {
                     return Err(EngineError::Wal(e));
                 }
             };
-        self.stats.writes_logged.fetch_add(1, Ordering::Relaxed);
         if lossless {
             st.pending.logged(offset, muts);
         } else {
@@ -516,6 +515,31 @@ impl Engine {
     pub fn recompute_commit(&self) {
         let local = self.wal_acked();
         let mut st = self.state.lock();
+        self.recompute_commit_locked(&mut st, local);
+    }
+
+    /// The log wrote or synced more (the WAL's progress hook, run by the
+    /// thread that wrote): commit what that allows.
+    ///
+    /// An async leader's commit offset gates nothing: its writes are
+    /// acknowledged on the log alone and its followers apply what they
+    /// receive. So a connection that finds the state lock taken (another
+    /// write is running) does not wait for it; the next write's progress,
+    /// or the expiry cycle's backstop within 10 ms, moves the offset. (Two
+    /// worker threads otherwise took turns spinning on that lock, and
+    /// parking_lot's spin yields the CPU to whatever else is runnable.)
+    fn on_wal_progress(&self) {
+        if self.settings().mode != ReplicationMode::Async {
+            self.recompute_commit();
+            return;
+        }
+        let local = self.wal_acked();
+        if let Some(mut st) = self.state.try_lock() {
+            self.recompute_commit_locked(&mut st, local);
+        }
+    }
+
+    fn recompute_commit_locked(&self, st: &mut State, local: u64) {
         if st.meta.role != Role::Leader || st.fenced {
             return;
         }
@@ -530,14 +554,18 @@ impl Engine {
         }
         st.degraded = commit.degraded;
         if commit.offset > st.committed {
-            self.commit_to(&mut st, commit.offset);
+            self.commit_to(st, commit.offset);
         }
     }
 
     /// Move pending records up to `offset` into the readable keyspace.
     fn commit_to(&self, st: &mut State, offset: u64) {
         st.committed = offset;
-        if let Some(applied) = st.pending.commit_into(&mut self.base.write(), offset) {
+        // The keyspace's write lock only when there is something to move
+        // (an async leader applies its writes as it makes them).
+        if !st.pending.is_empty()
+            && let Some(applied) = st.pending.commit_into(&mut self.base.write(), offset)
+        {
             st.applied = applied;
         }
         if st.pending.is_empty() && st.meta.role == Role::Leader {
