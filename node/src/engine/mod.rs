@@ -438,7 +438,7 @@ impl Engine {
         }
         // Writes are appended with the writer asleep; one flush or kick per
         // batch (followers are streamed what has been written).
-        self.wal.flush_or_kick();
+        self.wal.flush_or_kick(offset).await;
         let mut rx = self.commit_signal.subscribe();
         let mut roles = self.role_tx.subscribe();
         let timeout = Duration::from_millis(settings.sync_timeout_ms);

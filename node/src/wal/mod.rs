@@ -557,13 +557,23 @@ impl Wal {
         self.shared().kick();
     }
 
-    /// Get deferred appends on their way without waiting for them: where
-    /// acknowledging needs no fsync (interval, never), write them from the
-    /// calling thread unless the writer is busy (no thread wake-up per
-    /// write); otherwise wake the writer.
-    pub fn flush_or_kick(&self) {
+    /// Get deferred appends up to `offset` on their way without waiting
+    /// for their acknowledgement: where acknowledging needs no fsync
+    /// (interval, never), write them from the calling task unless the
+    /// writer is busy (no thread wake-up per write), after letting the
+    /// worker's other ready connections append theirs (see
+    /// [`Wal::wait_acked`]); otherwise wake the writer.
+    pub async fn flush_or_kick(&self, offset: u64) {
         let shared = self.shared();
-        if shared.opts.fsync.acks_durable() || !shared.write_inline() {
+        if shared.opts.fsync.acks_durable() {
+            shared.kick();
+            return;
+        }
+        requeue().await;
+        if shared.progress.get().written >= offset {
+            return;
+        }
+        if !shared.write_inline() {
             shared.kick();
         }
     }
@@ -633,6 +643,17 @@ impl Wal {
         let acked = |p: &WalProgress| if durable { p.durable } else { p.written };
         let mut rx = shared.progress.subscribe();
         if acked(&rx.borrow_and_update()) < offset {
+            if !durable {
+                // Let the other connections this worker thread has ready
+                // run first and append theirs: one write(2) then carries
+                // them all, as Redis writes its AOF once per pass of its
+                // event loop. (The requeue costs no I/O poll; with nothing
+                // else queued this task simply runs again.)
+                requeue().await;
+                if acked(&rx.borrow_and_update()) >= offset {
+                    return Ok(());
+                }
+            }
             // "Handed to the OS" needs no fsync: write it from here when the
             // writer is not busy; otherwise (or for fsync) wake the writer.
             let wrote_inline = !durable && shared.write_inline();
@@ -815,4 +836,22 @@ fn check_range(st: &State, offset: u64) -> Result<(), WalError> {
         });
     }
     Ok(())
+}
+
+/// Puts the calling task at the back of its worker's run queue, once.
+///
+/// A task that wakes itself while it is being polled is rescheduled by
+/// tokio as a yield: behind the tasks already queued on that worker, with
+/// no poll of the I/O driver in between (`tokio::task::yield_now` defers
+/// the wake until the driver has been polled: an `epoll_wait` per call).
+fn requeue() -> impl std::future::Future<Output = ()> {
+    let mut queued = false;
+    std::future::poll_fn(move |cx| {
+        if queued {
+            return std::task::Poll::Ready(());
+        }
+        queued = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
 }
