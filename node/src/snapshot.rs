@@ -544,6 +544,16 @@ impl SnapshotReader {
         &self.meta
     }
 
+    /// How many keys the file says it holds, for sizing the keyspace
+    /// before loading; bounded by what its blocks can hold (an entry takes
+    /// at least 16 bytes), so a count that passed its CRC but lies cannot
+    /// make the loader reserve more memory than the file could fill.
+    pub fn key_count_hint(&self) -> usize {
+        let room = self.blocks_end.saturating_sub(HEADER_LEN) / 16;
+        let keys = self.meta.keys.min(self.expected_entries).min(room);
+        usize::try_from(keys).unwrap_or(usize::MAX)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -92,6 +92,8 @@ fn write_read_round_trip() {
             ..meta(12345)
         }
     );
+    // The loader sizes the keyspace from the count before reading.
+    assert_eq!(SnapshotReader::open(&path).unwrap().key_count_hint(), 5000);
     // No temp files left behind.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 

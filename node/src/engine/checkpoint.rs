@@ -27,6 +27,7 @@ pub(super) fn load_snapshot(
     };
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let mut reader = SnapshotReader::open(&path).map_err(snap_err)?;
+    base.reserve(reader.key_count_hint());
     while let Some(e) = reader.next_entry().map_err(snap_err)? {
         base.set_value(&e.key, e.value(), e.expire_at_ms);
     }
@@ -87,6 +88,7 @@ impl Engine {
         let mut base = Keyspace::new();
         let mut reader =
             SnapshotReader::open(path).map_err(|e| EngineError::Snapshot(e.to_string()))?;
+        base.reserve(reader.key_count_hint());
         while let Some(e) = reader
             .next_entry()
             .map_err(|e| EngineError::Snapshot(e.to_string()))?
