@@ -79,7 +79,7 @@ async fn handle(
     mut stream: TcpStream,
     addr: String,
     shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let stats = &shared.engine.stats;
     let clients = stats.connected_clients.fetch_add(1, Ordering::Relaxed) + 1;
@@ -115,27 +115,18 @@ async fn handle(
     let mut shutdown_peek = shutdown.clone();
     let mut role_peek = shared.engine.subscribe_role();
     let closing = {
-        let mut role_rx = shared.engine.subscribe_role();
-        let was_leader = |r: &crate::engine::RoleState| r.role == Role::Leader && !r.fenced;
-        let mut leader_before = was_leader(&role_rx.borrow_and_update());
-        async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.changed() => return,
-                    changed = role_rx.changed() => {
-                        if changed.is_err() {
-                            return;
-                        }
-                        let now_leader = was_leader(&role_rx.borrow_and_update());
-                        if leader_before && !now_leader {
-                            tracing::info!(client = id, "closing client: node is no longer the leader");
-                            return;
-                        }
-                        leader_before = now_leader;
-                    }
+        let mut leader_before = None;
+        shared
+            .engine
+            .until_shutdown_or_role(shutdown, move |r: &crate::engine::RoleState| {
+                let now_leader = r.role == Role::Leader && !r.fenced;
+                let demoted = leader_before == Some(true) && !now_leader;
+                if demoted {
+                    tracing::info!(client = id, "closing client: node is no longer the leader");
                 }
-            }
-        }
+                leader_before = Some(now_leader);
+                demoted
+            })
     };
     tokio::pin!(closing);
     let mut inbuf = BytesMut::with_capacity(16 * 1024);

@@ -93,7 +93,10 @@ fn write_read_round_trip() {
         }
     );
     // The loader sizes the keyspace from the count before reading.
-    assert_eq!(SnapshotReader::open(&path).unwrap().key_count_hint(), es.len());
+    assert_eq!(
+        SnapshotReader::open(&path).unwrap().key_count_hint(),
+        es.len()
+    );
     // No temp files left behind.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 

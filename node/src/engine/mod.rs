@@ -343,6 +343,38 @@ impl Engine {
         self.role_tx.subscribe()
     }
 
+    /// A future that resolves when `shutdown` changes, or at the first role
+    /// for which `stop` says so. `stop` sees the role as it is now, then
+    /// after every change (it may keep state, such as what the role was).
+    ///
+    /// Made once and kept pinned by a loop that polls it only when it would
+    /// otherwise wait (a client connection, a follower's log stream): a
+    /// fresh channel wait in every round costs a registration and a
+    /// removal each.
+    pub fn until_shutdown_or_role(
+        &self,
+        mut shutdown: watch::Receiver<bool>,
+        mut stop: impl FnMut(&RoleState) -> bool + Send + 'static,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut roles = self.subscribe_role();
+        let stop_now = stop(&roles.borrow_and_update());
+        async move {
+            if stop_now {
+                return;
+            }
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    changed = roles.changed() => {
+                        if changed.is_err() || stop(&roles.borrow_and_update()) {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether this node holds the leader role (fenced or not), without
     /// cloning the role state: checked on every write command.
     pub fn is_leader(&self) -> bool {

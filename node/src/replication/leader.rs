@@ -357,24 +357,9 @@ async fn stream_log(
     let mut heartbeat = tokio::time::interval(HEARTBEAT);
     let mut sent_to = start;
     // Ends the stream on shutdown or once this node no longer leads the
-    // term. Made once: fresh channel waits in every round of the loop below
-    // (one per write at low load) cost a registration and a removal each.
-    let stopping = {
-        let mut roles = roles.clone();
-        let mut shutdown = shutdown.clone();
-        async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.changed() => return,
-                    r = roles.changed() => {
-                        if r.is_err() || !keeps_streaming(&roles.borrow_and_update(), term) {
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    };
+    // term.
+    let stopping =
+        engine.until_shutdown_or_role(shutdown.clone(), move |r| !keeps_streaming(r, term));
     tokio::pin!(stopping);
     let result = loop {
         // Checked before every batch too: a long catch-up must not outlive
