@@ -6,10 +6,8 @@
 //! or replication round trip serves the whole pipeline, and many
 //! connections share each group commit.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -109,12 +107,11 @@ async fn handle(
     );
     // Ends when the connection must close: the node shuts down, or it stops
     // being the unfenced leader it was (clients then reconnect through the
-    // leader endpoint instead of talking to a stale leader). Made once and
-    // polled only while the client is idle: fresh channel waits on every
-    // command cost a registration and a removal each.
-    let mut shutdown_peek = shutdown.clone();
-    let mut role_peek = shared.engine.subscribe_role();
-    let closing = {
+    // leader endpoint instead of talking to a stale leader). Made once;
+    // polled first in every round, which between wake-ups costs an atomic
+    // swap (see `Gated`), so a client that always has a request ready
+    // cannot keep it from running.
+    let mut closing = {
         let mut leader_before = None;
         shared
             .engine
@@ -128,7 +125,6 @@ async fn handle(
                 demoted
             })
     };
-    tokio::pin!(closing);
     let mut inbuf = BytesMut::with_capacity(16 * 1024);
     let mut out = BytesMut::with_capacity(16 * 1024);
     let mut pending: Vec<Pending> = Vec::new();
@@ -228,20 +224,9 @@ async fn handle(
         if inbuf.capacity() - inbuf.len() < 4096 {
             inbuf.reserve(16 * 1024);
         }
-        // The read goes first (`biased`); a client that always has a
-        // request ready would then never let `closing` run, so a change of
-        // role or a shutdown (a version check, no lock) polls it first.
-        if role_peek.has_changed().unwrap_or(true) || shutdown_peek.has_changed().unwrap_or(true) {
-            role_peek.borrow_and_update();
-            shutdown_peek.borrow_and_update();
-            let ended =
-                std::future::poll_fn(|cx| Poll::Ready(closing.as_mut().poll(cx).is_ready())).await;
-            if ended {
-                return Ok(());
-            }
-        }
         tokio::select! {
             biased;
+            () = &mut closing => return Ok(()),
             n = stream.read_buf(&mut inbuf) => {
                 let n = n?;
                 if n == 0 {
@@ -249,7 +234,6 @@ async fn handle(
                 }
                 counters.net_input_bytes.add(n as u64);
             }
-            () = &mut closing => return Ok(()),
         }
     }
 }

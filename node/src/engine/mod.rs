@@ -39,7 +39,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::watch;
 
-use crate::signal::{Signal, Watcher};
+use crate::signal::{Gated, Signal, Watcher};
 
 use crate::config::Config;
 use crate::domain::{OnSyncTimeout, ReplicationMode, ReplicationSettings, Role};
@@ -347,18 +347,18 @@ impl Engine {
     /// for which `stop` says so. `stop` sees the role as it is now, then
     /// after every change (it may keep state, such as what the role was).
     ///
-    /// Made once and kept pinned by a loop that polls it only when it would
-    /// otherwise wait (a client connection, a follower's log stream): a
-    /// fresh channel wait in every round costs a registration and a
-    /// removal each.
+    /// Made once and kept by a loop that polls it every round (a client
+    /// connection, a follower's log stream): a fresh channel wait per round
+    /// costs a registration and a removal each, and the [`Gated`] wrapper
+    /// makes a poll between wake-ups one atomic swap.
     pub fn until_shutdown_or_role(
         &self,
         mut shutdown: watch::Receiver<bool>,
         mut stop: impl FnMut(&RoleState) -> bool + Send + 'static,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+    ) -> Gated<impl std::future::Future<Output = ()> + Send + 'static> {
         let mut roles = self.subscribe_role();
         let stop_now = stop(&roles.borrow_and_update());
-        async move {
+        Gated::new(async move {
             if stop_now {
                 return;
             }
@@ -372,7 +372,7 @@ impl Engine {
                     }
                 }
             }
-        }
+        })
     }
 
     /// Whether this node holds the leader role (fenced or not), without
