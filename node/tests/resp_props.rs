@@ -63,8 +63,10 @@ fn resp2_frame() -> impl Strategy<Value = Frame> {
 }
 
 /// A request's arguments: 1..8 arbitrary binary strings.
+/// Up to 11 arguments: the parser notes the first 8 positions and walks
+/// the headers again for longer requests; both paths are drawn.
 fn request_args() -> impl Strategy<Value = Vec<Bytes>> {
-    vec(bytes_up_to(30), 1..8)
+    vec(bytes_up_to(30), 1..12)
 }
 
 /// Wire forms of a request.

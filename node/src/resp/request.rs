@@ -130,9 +130,22 @@ fn scan_multibulk(
     Ok(Scan::Complete { end: pos, argc })
 }
 
+/// Arguments whose positions the first walk keeps (on the stack); a request
+/// with more is walked a second time to slice them.
+const NOTED_ARGS: usize = 8;
+
 fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Step, ProtocolError> {
-    // Phase 1: is the whole request here? Nothing is allocated.
-    let (end, argc) = match scan_multibulk(buf, limits, |_, _| {})? {
+    // Phase 1: is the whole request here? Nothing is allocated; the first
+    // few arguments' positions are noted on the way.
+    let mut noted = [(0usize, 0usize); NOTED_ARGS];
+    let mut seen = 0;
+    let found = scan_multibulk(buf, limits, |start, len| {
+        if let Some(slot) = noted.get_mut(seen) {
+            *slot = (start, len);
+        }
+        seen += 1;
+    })?;
+    let (end, argc) = match found {
         Scan::NeedMore => return Ok(Step::NeedMore),
         Scan::Complete { end, argc } => (end, argc),
     };
@@ -140,14 +153,23 @@ fn parse_multibulk(buf: &mut BytesMut, limits: &Limits) -> Result<Step, Protocol
         buf.advance(end);
         return Ok(Step::Skipped);
     }
-    // Phase 2: detach it once and slice the arguments out of it. The second
-    // walk over a few header lines is cheaper than collecting their positions
-    // in phase 1 for every incomplete attempt.
+    // Phase 2: detach it once and slice the arguments out of it: from the
+    // noted positions (most commands), or by walking the header lines again
+    // (cheaper than collecting every position for every incomplete attempt
+    // of a large request).
     let request = buf.split_to(end).freeze();
     let mut args = Vec::with_capacity(argc);
-    scan_multibulk(&request, limits, |start, len| {
-        args.push(request.slice(start..start + len));
-    })?;
+    if let Some(spans) = noted.get(..argc) {
+        args.extend(
+            spans
+                .iter()
+                .map(|&(start, len)| request.slice(start..start + len)),
+        );
+    } else {
+        scan_multibulk(&request, limits, |start, len| {
+            args.push(request.slice(start..start + len));
+        })?;
+    }
     Ok(Step::Request(args))
 }
 
