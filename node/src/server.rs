@@ -99,12 +99,7 @@ async fn handle(
         ..Limits::default()
     };
     let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
-    let mut sess = Session::new(
-        id,
-        addr,
-        shared.config.requirepass.is_some(),
-        counters.clone(),
-    );
+    let mut sess = Session::new(id, addr, shared.config.requirepass.is_some(), counters);
     // Ends when the connection must close: the node shuts down, or it stops
     // being the unfenced leader it was (clients then reconnect through the
     // leader endpoint instead of talking to a stale leader). Made once;
@@ -139,7 +134,7 @@ async fn handle(
                 Ok(None) => break,
                 Err(e) => {
                     Stats::inc(&stats.protocol_errors);
-                    settle(&shared, &counters, &mut out, &mut pending).await;
+                    settle(&shared, &sess.counters, &mut out, &mut pending).await;
                     resp::encode_error(&format!("ERR {e}"), &mut out);
                     close = true;
                     break;
@@ -154,7 +149,7 @@ async fn handle(
             // unacknowledged write must wait for it, or it would not see it.
             // The mode is read per command: `POST /config` changes it live.
             if kind == Kind::Read && !pending.is_empty() && shared.engine.settings().lossless() {
-                settle(&shared, &counters, &mut out, &mut pending).await;
+                settle(&shared, &sess.counters, &mut out, &mut pending).await;
             }
             let began = Instant::now();
             let action = {
@@ -166,7 +161,7 @@ async fn handle(
                 commands::execute(&mut ctx, spec, &args)
             };
             match action {
-                Action::Done => observe(&counters, kind, began),
+                Action::Done => observe(&sess.counters, kind, began),
                 Action::Write {
                     offset,
                     reply_start,
@@ -181,13 +176,13 @@ async fn handle(
                     replicas,
                     timeout_ms,
                 } => {
-                    settle(&shared, &counters, &mut out, &mut pending).await;
+                    settle(&shared, &sess.counters, &mut out, &mut pending).await;
                     let n =
                         wait_replicas(&shared, sess.last_write_offset, replicas, timeout_ms).await;
                     resp::encode_int(n as i64, &mut out);
                 }
                 Action::WaitOffset { offset, timeout_ms } => {
-                    settle(&shared, &counters, &mut out, &mut pending).await;
+                    settle(&shared, &sess.counters, &mut out, &mut pending).await;
                     wait_offset(&shared, offset, timeout_ms, &mut out).await;
                 }
             }
@@ -200,7 +195,7 @@ async fn handle(
                 break;
             }
         }
-        settle(&shared, &counters, &mut out, &mut pending).await;
+        settle(&shared, &sess.counters, &mut out, &mut pending).await;
         if out.len() > shared.config.client_output_limit {
             tracing::warn!(
                 client = sess.id,
@@ -210,7 +205,7 @@ async fn handle(
             return Ok(());
         }
         if !out.is_empty() {
-            counters.net_output_bytes.add(out.len() as u64);
+            sess.counters.net_output_bytes.add(out.len() as u64);
             stream.write_all(&out).await?;
             out.clear();
         }
@@ -232,7 +227,7 @@ async fn handle(
                 if n == 0 {
                     return Ok(());
                 }
-                counters.net_input_bytes.add(n as u64);
+                sess.counters.net_input_bytes.add(n as u64);
             }
         }
     }
