@@ -122,6 +122,18 @@ pub enum AckLevel {
     Applied,
 }
 
+impl AckLevel {
+    /// Of a follower's (received, durable, applied) offsets, the one this
+    /// level counts.
+    pub fn pick(self, received: u64, durable: u64, applied: u64) -> u64 {
+        match self {
+            AckLevel::Received => received,
+            AckLevel::Durable => durable,
+            AckLevel::Applied => applied,
+        }
+    }
+}
+
 /// The replication settings a node can change while it runs (`POST
 /// /config`): what a leader needs before it acknowledges a write, and what
 /// a follower waits for before it shows one.

@@ -156,11 +156,10 @@ pub fn status_of(s: &Shared, with_digest: bool) -> StatusResponse {
         .followers()
         .into_iter()
         .map(|f| {
-            let acked = match e.settings().ack_level {
-                crate::config::AckLevel::Received => f.received,
-                crate::config::AckLevel::Durable => f.durable,
-                crate::config::AckLevel::Applied => f.applied,
-            };
+            let acked = e
+                .settings()
+                .ack_level
+                .pick(f.received, f.durable, f.applied);
             FollowerStatus {
                 node_id: f.node_id,
                 addr: f.addr,

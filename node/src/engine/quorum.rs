@@ -26,11 +26,7 @@ impl FollowerAck {
         if self.state == FollowerState::Snapshot {
             return None;
         }
-        Some(match level {
-            AckLevel::Received => self.received,
-            AckLevel::Durable => self.durable,
-            AckLevel::Applied => self.applied,
-        })
+        Some(level.pick(self.received, self.durable, self.applied))
     }
 }
 

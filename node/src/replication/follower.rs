@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::wire::{self, Decision, Hello, Message, WireError};
-use crate::admin::{AckLevel, LinkStatus, ReplicationMode, Role};
+use crate::admin::{LinkStatus, ReplicationMode, Role};
 use crate::context::Shared;
 use crate::engine::{Engine, EngineError};
 
@@ -255,12 +255,9 @@ impl Acker {
     /// the leader.)
     async fn send_counted(&mut self, engine: &Engine) -> Result<(), WireError> {
         let now = ack_offsets(engine);
+        let level = engine.settings().ack_level;
         let counted =
-            |(received, durable, applied): (u64, u64, u64)| match engine.settings().ack_level {
-                AckLevel::Received => received,
-                AckLevel::Durable => durable,
-                AckLevel::Applied => applied,
-            };
+            |(received, durable, applied): (u64, u64, u64)| level.pick(received, durable, applied);
         if self.last.is_some_and(|last| counted(last) == counted(now)) {
             return Ok(());
         }
