@@ -52,3 +52,33 @@ pub fn poll_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Record a measured figure: print it on stderr (shown with
+/// `--nocapture` or when the test fails) and, when `RSTORE_FIGURES`
+/// names a file, append it there as one line, so a CI run (`.ci/run`)
+/// can print every figure its passing tests measured.
+pub fn record_figure(line: &str) {
+    eprintln!("{line}");
+    let Some(path) = std::env::var_os("RSTORE_FIGURES") else {
+        return;
+    };
+    use std::io::Write;
+    let one_line = line.replace('\n', "\n    ");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        // One write per figure: lines from tests running in parallel do
+        // not interleave.
+        let _ = f.write_all(format!("{one_line}\n").as_bytes());
+    }
+}
+
+/// [`record_figure`] with `format!` arguments.
+#[macro_export]
+macro_rules! figure {
+    ($($arg:tt)*) => {
+        $crate::record_figure(&format!($($arg)*))
+    };
+}

@@ -80,7 +80,7 @@ ldflags+=" -X helm.sh/helm/v3/internal/version.version=$helm_version"
 ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
 
 log "building Kubernetes $k8s_version, etcd $etcd_version, helm $helm_version into $bin"
-log "(cold: about 6 minutes on 2 cores plus the module download; cached afterwards)"
+log "(cold: up to an hour on 2 cores; cached afterwards)"
 start=$(date +%s)
 tmp=$(mktemp -d "$dir/tmp.XXXXXX")
 # Go's build and module caches for this build only, removed with it: they

@@ -253,7 +253,7 @@ async fn scale_3_to_5_to_3_never_removes_the_leader() {
     }
     check_keys(&store, "a");
     check_keys(&store, "b");
-    eprintln!(
+    rstore_testkit::figure!(
         "day2: scale: 3 -> 5 ready in {:.1} s, 5 -> 3 settled in {:.1} s, leader {leader} kept at epoch {}; scenario {:.1} s",
         up.as_secs_f64(),
         down.as_secs_f64(),
@@ -299,7 +299,7 @@ async fn scale_down_that_would_remove_the_leader_switches_over_first() {
     )
     .await;
     let st1 = store.status().await;
-    eprintln!(
+    rstore_testkit::figure!(
         "day2: shrink: switchover to shrink-2 by annotation: {:?}",
         st1.last_failover.as_ref().map(|f| (f.total_ms, f.epoch))
     );
@@ -357,7 +357,7 @@ async fn scale_down_that_would_remove_the_leader_switches_over_first() {
     let report = writer.stop();
     let lost = lost_writes(store.leader_svc, "w", &report);
     eprintln!("day2: shrink timeline:\n{}", timeline.join("\n"));
-    eprintln!(
+    rstore_testkit::figure!(
         "day2: shrink writer (patch at +{at_patch:.1} s): {}",
         report.summary()
     );
@@ -392,7 +392,7 @@ async fn scale_down_that_would_remove_the_leader_switches_over_first() {
         "the writer made progress: {}",
         report.summary()
     );
-    eprintln!(
+    rstore_testkit::figure!(
         "day2: shrink: 3 -> 2 with the leader on shrink-2: switchover {} ms (fence {} ms, promote {} ms) to {}, settled in {:.1} s, \
          {} acknowledged writes, 0 lost, longest write pause {:.3} s; scenario {:.1} s",
         f.total_ms,
@@ -547,7 +547,7 @@ async fn deleting_the_store_removes_what_it_owns_and_keeps_the_volumes_unless_as
         "{} keeps its files",
         data.display()
     );
-    eprintln!(
+    rstore_testkit::figure!(
         "day2: delete: StatefulSet, 3 Services, PDB, admin token Secret and pods gone {:.1} s after kubectl delete; PVCs kept: {after:?}",
         took.as_secs_f64()
     );
@@ -580,7 +580,7 @@ async fn deleting_the_store_removes_what_it_owns_and_keeps_the_volumes_unless_as
         },
     )
     .await;
-    eprintln!(
+    rstore_testkit::figure!(
         "day2: delete with deleteClaimsOnDelete: owned objects gone in {:.1} s, PVCs gone within {:.1} s of kubectl delete; scenario {:.1} s",
         took.as_secs_f64(),
         t.elapsed().as_secs_f64(),
@@ -590,13 +590,33 @@ async fn deleting_the_store_removes_what_it_owns_and_keeps_the_volumes_unless_as
 
 // ------------------------------------------------------------------- 4
 
+/// Who completes a failover whose operator was killed in the middle.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Takeover {
+    /// The killed operator is held down; the standby takes the Lease.
+    Standby,
+    /// The standby is frozen (SIGSTOP, restarts held); the killed
+    /// operator's container is restarted by the kubelet and resumes.
+    Restart,
+}
+
 #[tokio::test]
 async fn the_operator_killed_in_the_middle_of_a_failover_is_replaced_by_the_standby_which_completes_it()
  {
     let Some(cluster) = k8s::shared() else { return };
+    operator_killed_mid_failover(cluster, "opkill", Takeover::Standby).await;
+}
+
+#[tokio::test]
+async fn the_operator_killed_in_the_middle_of_a_failover_completes_it_when_restarted() {
+    let Some(cluster) = k8s::shared() else { return };
+    operator_killed_mid_failover(cluster, "oprestart", Takeover::Restart).await;
+}
+
+async fn operator_killed_mid_failover(cluster: &'static Cluster, name: &str, takeover: Takeover) {
     let _serial = SERIAL.lock().await;
     let started = Instant::now();
-    let store = deploy(cluster, "opkill", &Value::Null).await;
+    let store = deploy(cluster, name, &Value::Null).await;
     let client = cluster.client().await;
     let kubelet = cluster.kubelet();
     let ns = store.ns.name.clone();
@@ -638,24 +658,40 @@ async fn the_operator_killed_in_the_middle_of_a_failover_is_replaced_by_the_stan
     .await;
     let in_progress_after = t.elapsed();
 
-    // Kill the active operator now, and keep it down: the standby must take
-    // the Lease and finish the failover from what status recorded.
-    kubelet.hold_restarts(OPERATOR_NS, &active, true);
+    // Kill the active operator now. Standby: keep it down, so the standby
+    // must take the Lease and finish the failover from what status
+    // recorded. Restart: freeze the standby (and hold its restarts), so the
+    // killed operator's restarted container must do it.
+    let held = match takeover {
+        Takeover::Standby => active.clone(),
+        Takeover::Restart => {
+            let standby = operator_pods(cluster)
+                .into_iter()
+                .find(|p| *p != active)
+                .expect("a standby operator pod");
+            let pid = pod_pid(cluster, OPERATOR_NS, &standby);
+            process::signal(pid, "STOP");
+            cleanup.add(move || process::signal(pid, "CONT"));
+            standby
+        }
+    };
+    kubelet.hold_restarts(OPERATOR_NS, &held, true);
     {
-        let a = active.clone();
+        let h = held.clone();
         cleanup.add(move || {
             if let Some(c) = k8s::shared() {
-                c.kubelet().hold_restarts(OPERATOR_NS, &a, false);
+                c.kubelet().hold_restarts(OPERATOR_NS, &h, false);
             }
         });
     }
+    let restarts_before = kubelet.pod(OPERATOR_NS, &active).map(|p| p.restarts);
     let operator_pid = pod_pid(cluster, OPERATOR_NS, &active);
     process::signal(operator_pid, "KILL");
     let t_kill = Instant::now();
     // After `kill` returned: a renewal computed before that is older.
     let killed_at = k8s_openapi::jiff::Timestamp::now();
-    eprintln!(
-        "day2: opkill: failover in progress {:.2} s after SIGKILL of {leader} (phase {:?}, blocked: {:?}); operator {active} killed",
+    rstore_testkit::figure!(
+        "day2: {name}: failover in progress {:.2} s after SIGKILL of {leader} (phase {:?}, blocked: {:?}); operator {active} killed",
         in_progress_after.as_secs_f64(),
         progress.phase,
         progress.blocked
@@ -674,14 +710,24 @@ async fn the_operator_killed_in_the_middle_of_a_failover_is_replaced_by_the_stan
     )
     .await;
     let back_after = t_kill.elapsed();
-    eprintln!(
-        "day2: opkill: killed at {killed_at}, Lease renewed at {} by {} (restarts of {active}: {:?})",
+    rstore_testkit::figure!(
+        "day2: {name}: killed at {killed_at}, Lease renewed at {} by {} (restarts of {active}: {:?})",
         holder.1,
         holder.0,
         kubelet.pod(OPERATOR_NS, &active).map(|p| p.restarts)
     );
     let holder = holder.0;
-    assert_ne!(holder, active, "the killed operator is held down");
+    match takeover {
+        Takeover::Standby => assert_ne!(holder, active, "the killed operator is held down"),
+        Takeover::Restart => {
+            assert_eq!(holder, active, "the standby is frozen");
+            let restarts = kubelet.pod(OPERATOR_NS, &active).map(|p| p.restarts);
+            assert!(
+                restarts > restarts_before,
+                "{active} was restarted ({restarts_before:?} -> {restarts:?})"
+            );
+        }
+    }
     // Still blocked on the frozen follower: the new operator read the
     // failover from status and keeps it.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -717,8 +763,12 @@ async fn the_operator_killed_in_the_middle_of_a_failover_is_replaced_by_the_stan
     kubelet.hold_restarts(&ns, &leader, false);
     wait_member(&store, &leader, &["follower"]).await;
     drop(cleanup);
-    eprintln!(
-        "day2: opkill: operator {active} killed mid-failover (restart held); the standby {holder} active {:.1} s later; the failover to {} (epoch {}) completed {:.2} s after the frozen follower resumed, total {} ms; {leader} back as a follower; scenario {:.1} s",
+    rstore_testkit::figure!(
+        "day2: {name}: operator {active} killed mid-failover ({}); {holder} active {:.1} s later; the failover to {} (epoch {}) completed {:.2} s after the frozen follower resumed, total {} ms; {leader} back as a follower; scenario {:.1} s",
+        match takeover {
+            Takeover::Standby => "its restart held, the standby takes over",
+            Takeover::Restart => "the standby frozen, its own restart takes over",
+        },
         back_after.as_secs_f64(),
         f.new_leader,
         f.epoch,
@@ -833,7 +883,7 @@ async fn operator_ha_the_standby_takes_the_lease_and_completes_a_failover() {
         transitions + 1,
         "one new term"
     );
-    eprintln!(
+    rstore_testkit::figure!(
         "day2: ha: {standby} took the Lease {:.2} s after SIGKILL of {active} (last renewal {:.2} s before the kill; lease {} s)",
         takeover.as_secs_f64(),
         since_renewal.unwrap_or(-1.0),
@@ -905,7 +955,7 @@ async fn operator_ha_the_standby_takes_the_lease_and_completes_a_failover() {
     .await;
     assert_eq!(lease(&client).await.map(|l| l.0), Some(standby.clone()));
     drop(cleanup);
-    eprintln!(
+    rstore_testkit::figure!(
         "day2: ha: takeover {:.2} s; failover after it: {} -> {} in {} ms (writes back after {:.2} s); {active} restarted as standby; scenario {:.1} s",
         takeover.as_secs_f64(),
         leader,
@@ -1058,7 +1108,7 @@ async fn rolling_update_replaces_followers_then_switches_over_then_the_old_leade
     let report = writer.stop();
     let lost = lost_writes(store.leader_svc, "w", &report);
     eprintln!("day2: roll timeline:\n{}", timeline.join("\n"));
-    eprintln!(
+    rstore_testkit::figure!(
         "day2: roll writer (patch at +{at_patch:.1} s): {}",
         report.summary()
     );
@@ -1113,7 +1163,7 @@ async fn rolling_update_replaces_followers_then_switches_over_then_the_old_leade
     } else {
         "MISSES"
     };
-    eprintln!(
+    rstore_testkit::figure!(
         "day2: roll: 3 members replaced in {:.1} s ({order:?}; switchover {old_leader} -> {new_leader} in {} ms at +{switched_at:.1} s); \
          {} acknowledged writes, 0 lost, longest write pause {:.3} s ({goal} the 1.5 s goal); scenario {:.1} s",
         took.as_secs_f64(),
@@ -1204,7 +1254,7 @@ async fn admin_calls_without_the_token_are_refused_and_change_nothing() {
         .arg("ok")
         .query(&mut c)
         .expect("write after");
-    eprintln!(
+    rstore_testkit::figure!(
         "day2: auth: {refused} admin calls without (or with a wrong) token refused with 401 on 3 members, none changed; scenario {:.1} s",
         started.elapsed().as_secs_f64()
     );
@@ -1292,7 +1342,7 @@ async fn a_replication_settings_change_restarts_no_pod_and_reaches_every_member(
         "writes failed during the change: {:?}",
         report.errors
     );
-    eprintln!(
+    rstore_testkit::figure!(
         "day2: settings: syncReplicas 1 -> 2 on 3 members in {:.2} s without a restart; {}; scenario {:.1} s",
         applied_in.unwrap_or_default().as_secs_f64(),
         report.summary(),

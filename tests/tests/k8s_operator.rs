@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use rstore_e2e::k8s;
 use rstore_e2e::k8s::scenario::{
-    KEYS, OPERATOR_NS, assert_no_rbac_denials, check_keys, deploy_example, endpoints, pod_ips,
-    redis_at, wait_failover, wait_member, write_keys,
+    KEYS, OPERATOR_NS, assert_no_rbac_denials, check_keys, deploy_example, endpoints,
+    failover_under_writer, pod_ips, redis_at, wait_member, write_keys,
 };
 
 #[tokio::test]
@@ -107,13 +107,22 @@ async fn helm_install_then_the_example_store_serves_and_fails_over_on_pod_delete
         "READONLY on a follower, got: {err}"
     );
 
-    // Failover: delete the leader pod.
+    // Failover: delete the leader pod, under a continuous writer.
     let t = Instant::now();
-    cluster
-        .kubectl_run(&["-n", ns, "delete", "pod", &leader, "--wait=false"], None)
-        .expect("delete the leader pod");
-    wait_failover(cluster, &store, st.epoch, t, "leader pod deleted").await;
+    let (after, _) = failover_under_writer(cluster, &store, "leader pod deleted", || {
+        cluster
+            .kubectl_run(&["-n", ns, "delete", "pod", &leader, "--wait=false"], None)
+            .expect("delete the leader pod");
+    })
+    .await;
+    assert_ne!(after.leader.as_deref(), Some(leader.as_str()));
     check_keys(&store, "k");
+    // The StatefulSet recreates the pod; it rejoins as a follower.
+    wait_member(&store, &leader, &["follower"]).await;
+    rstore_testkit::figure!(
+        "k8s: demo: {leader} back as a follower {:.2} s after its pod was deleted",
+        t.elapsed().as_secs_f64()
+    );
     assert_no_rbac_denials(cluster);
 }
 
@@ -129,8 +138,10 @@ async fn the_leader_process_killed_with_sigkill_fails_over_and_returns() {
         .pod_pid(&store.ns, &leader)
         .expect("the leader's pid");
     let t = Instant::now();
-    k8s::process::signal(pid, "KILL");
-    let after = wait_failover(cluster, &store, st.epoch, t, "leader SIGKILL").await;
+    let (after, _) = failover_under_writer(cluster, &store, "leader SIGKILL", || {
+        k8s::process::signal(pid, "KILL")
+    })
+    .await;
     check_keys(&store, "k");
     // The container restarts at once (restartPolicy Always) and comes back
     // as a follower; when it is back before the operator chose, it can be
@@ -142,8 +153,8 @@ async fn the_leader_process_killed_with_sigkill_fails_over_and_returns() {
         &["follower"]
     };
     let role = wait_member(&store, &leader, roles).await;
-    eprintln!(
-        "kill: {leader} back as {role} {:.2} s after SIGKILL (restarts: {})",
+    rstore_testkit::figure!(
+        "k8s: kill: {leader} back as {role} {:.2} s after SIGKILL (restarts: {})",
         t.elapsed().as_secs_f64(),
         cluster
             .kubelet()
@@ -166,15 +177,17 @@ async fn the_leader_process_stopped_with_sigstop_fails_over_and_returns_as_follo
         .pod_pid(&store.ns, &leader)
         .expect("the leader's pid");
     let t = Instant::now();
-    k8s::process::signal(pid, "STOP");
-    let after = wait_failover(cluster, &store, st.epoch, t, "leader SIGSTOP").await;
+    let (after, _) = failover_under_writer(cluster, &store, "leader SIGSTOP", || {
+        k8s::process::signal(pid, "STOP")
+    })
+    .await;
     assert_ne!(after.leader.as_deref(), Some(leader.as_str()));
     check_keys(&store, "k");
     // Resumed, the old leader is fenced and repointed: a follower.
     k8s::process::signal(pid, "CONT");
     wait_member(&store, &leader, &["follower"]).await;
-    eprintln!(
-        "stop: {leader} back as a follower {:.2} s after SIGSTOP",
+    rstore_testkit::figure!(
+        "k8s: stop: {leader} back as a follower {:.2} s after SIGSTOP",
         t.elapsed().as_secs_f64()
     );
     assert_no_rbac_denials(cluster);

@@ -62,11 +62,11 @@ pub fn install_operator(cluster: &Cluster) {
             ]),
             None,
         )?;
-        eprintln!(
-            "helm install in {:.1} s:\n{}",
-            t.elapsed().as_secs_f64(),
-            out.lines().take(5).collect::<Vec<_>>().join("\n")
+        rstore_testkit::figure!(
+            "k8s: helm install --wait in {:.1} s",
+            t.elapsed().as_secs_f64()
         );
+        eprintln!("{}", out.lines().take(5).collect::<Vec<_>>().join("\n"));
         Ok(())
     });
     if let Err(e) = done {
@@ -235,8 +235,8 @@ pub async fn deploy(cluster: &'static Cluster, name: &str, spec_patch: &Value) -
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!(
-        "{name}: Available with {replicas}/{replicas} ready {:.1} s after kubectl apply",
+    rstore_testkit::figure!(
+        "k8s: {name}: Available with {replicas}/{replicas} ready {:.1} s after kubectl apply",
         t.elapsed().as_secs_f64()
     );
     store
@@ -314,8 +314,8 @@ pub async fn wait_failover(
             });
             if ok.is_ok() {
                 let f = st.last_failover.clone().expect("lastFailover");
-                eprintln!(
-                    "{}: {what}: writes through {}-leader resumed after {:.2} s; {:?} -> {} at epoch {}, \
+                rstore_testkit::figure!(
+                    "k8s: {}: {what}: writes through {}-leader resumed after {:.2} s; {:?} -> {} at epoch {}, \
                      reason {:?}: detect {} ms, fence {} ms, promote {} ms, repoint {} ms, relabel {} ms, \
                      total {} ms, lost {} bytes",
                     store.name,
@@ -370,7 +370,15 @@ pub async fn wait_member(store: &Store, member: &str, roles: &[&str]) -> String 
 /// No line of the operator's log says the API server denied its
 /// ServiceAccount something.
 pub fn assert_no_rbac_denials(cluster: &Cluster) {
-    let log = operator_log(cluster.kubelet(), cluster);
+    // The whole log of every operator pod: a denial early in the run must
+    // not scroll out of sight.
+    let kubelet = cluster.kubelet();
+    let log = operator_pods(cluster)
+        .iter()
+        .filter_map(|p| kubelet.pod(OPERATOR_NS, p))
+        .map(|rt| std::fs::read_to_string(&rt.log).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
     let denied: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("system:serviceaccount:") && l.contains(" cannot "))
@@ -552,4 +560,50 @@ pub fn lost_writes(addr: SocketAddr, prefix: &str, report: &WriterReport) -> Vec
         }
     }
     lost
+}
+
+/// A failover under load: a [`Writer`] through the leader Service (a
+/// SET every 5 ms) runs before `fault`, through the failover (waited for
+/// with [`wait_failover`]) and for 50 more acknowledged writes after it;
+/// then every acknowledged write must be on the new leader. Records the
+/// writer's longest pause as a figure. Returns the status after the
+/// failover and the writer's report.
+pub async fn failover_under_writer(
+    cluster: &Cluster,
+    store: &Store,
+    what: &str,
+    fault: impl FnOnce(),
+) -> (ReplicatedStoreStatus, WriterReport) {
+    let before = store.status().await;
+    let prefix = format!("w-{}-", store.name);
+    let writer = Writer::start(store.leader_svc, &prefix, Duration::from_millis(5));
+    until_acked(&writer, 50, "the writer's first 50 writes").await;
+    let t = Instant::now();
+    fault();
+    let after = wait_failover(cluster, store, before.epoch, t, what).await;
+    let acked = writer.acked();
+    until_acked(&writer, acked + 50, "50 writes after the failover").await;
+    let report = writer.stop();
+    let lost = lost_writes(store.leader_svc, &prefix, &report);
+    rstore_testkit::figure!(
+        "k8s: {}: {what}: writer {}; acknowledged writes lost: {}",
+        store.name,
+        report.summary(),
+        lost.len()
+    );
+    assert!(
+        lost.is_empty(),
+        "{what}: {} acknowledged writes lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(20)]
+    );
+    (after, report)
+}
+
+async fn until_acked(writer: &Writer, n: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while writer.acked() < n {
+        assert!(Instant::now() < deadline, "{what} within 60 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
