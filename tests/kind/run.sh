@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # kind end-to-end run: create a kind cluster, build the rstore image, load it
 # into the cluster, install the operator with the Helm chart, and run the
-# ignored kind scenarios of tests/tests/kind_e2e.rs against it.
+# ignored kind scenarios of tests/tests/kind_e2e.rs against it: the same
+# scenarios (tests/src/cluster/scenarios.rs) the real-API-server tests run.
 #
 # Needs: docker, kind, kubectl, helm, cargo. Environment:
 #   CLUSTER   kind cluster name            [rstore-e2e]
@@ -12,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 CLUSTER=${CLUSTER:-rstore-e2e}
 IMAGE=${IMAGE:-rstore:e2e}
-for tool in docker kind kubectl helm cargo; do
+for tool in docker kind kubectl helm cargo; do  # docker: signals to pods
     command -v "$tool" >/dev/null || { echo "error: $tool is required" >&2; exit 2; }
 done
 
@@ -25,6 +26,8 @@ cleanup() {
         kubectl -n rstore-system logs deploy/rstore --tail=200 || true
         kubectl get events -A --sort-by=.lastTimestamp | tail -50 || true
     fi
+    # The scenarios' Service proxies run kubectl port-forward children.
+    pkill -f 'kubectl .*port-forward pod/' || true
     if [ "${KEEP:-0}" != 1 ]; then
         kind delete cluster --name "$CLUSTER" || true
     fi

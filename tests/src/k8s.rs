@@ -20,10 +20,14 @@ pub mod certs;
 pub mod components;
 #[path = "cluster/kubelet.rs"]
 pub mod kubelet;
+#[path = "cluster/platform.rs"]
+pub mod platform;
 #[path = "cluster/process.rs"]
 pub mod process;
 #[path = "cluster/scenario.rs"]
 pub mod scenario;
+#[path = "cluster/scenarios.rs"]
+pub mod scenarios;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -365,11 +369,11 @@ impl Cluster {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        TestNamespace {
+        TestNamespace::new(
             name,
-            kubectl: self.bin.join("kubectl"),
-            kubeconfig: self.kubeconfig.clone(),
-        }
+            self.bin.join("kubectl"),
+            Some(self.kubeconfig.clone()),
+        )
     }
 
     /// Install (server-side apply, idempotent) the CRDs of a YAML file
@@ -516,7 +520,19 @@ impl Drop for Cluster {
 pub struct TestNamespace {
     pub name: String,
     kubectl: PathBuf,
-    kubeconfig: PathBuf,
+    kubeconfig: Option<PathBuf>,
+}
+
+impl TestNamespace {
+    /// Guard for namespace `name`, deleted on drop with this `kubectl`
+    /// (and `kubeconfig`, else kubectl's default).
+    pub fn new(name: String, kubectl: PathBuf, kubeconfig: Option<PathBuf>) -> TestNamespace {
+        TestNamespace {
+            name,
+            kubectl,
+            kubeconfig,
+        }
+    }
 }
 
 impl std::ops::Deref for TestNamespace {
@@ -531,9 +547,11 @@ impl Drop for TestNamespace {
         if std::env::var("RSTORE_K8S_KEEP").is_ok_and(|v| v == "1") {
             return;
         }
-        let _ = Command::new(&self.kubectl)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
+        let mut cmd = Command::new(&self.kubectl);
+        if let Some(k) = &self.kubeconfig {
+            cmd.arg("--kubeconfig").arg(k);
+        }
+        let _ = cmd
             .args(["delete", "namespace", &self.name, "--wait=false"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

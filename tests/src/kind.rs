@@ -1,199 +1,289 @@
-//! Helpers for the kind end-to-end scenarios (`tests/kind_e2e.rs`): a kube
-//! client for the current kubeconfig, a namespace per scenario, waiting on
-//! ReplicatedStore status, and `kubectl port-forward` to Services.
+//! The kind cluster as a [`Platform`], so `tests/kind_e2e.rs` runs the same
+//! operator scenarios (`crate::k8s::scenarios`) as the real-API-server tests
+//! do here. It needs what `tests/kind/run.sh` sets up: the current kubeconfig
+//! on a kind cluster, the image loaded, the chart installed in
+//! `rstore-system`; `kubectl` and `docker` on the PATH. Nothing here runs
+//! without one.
 //!
-//! They need a cluster with the operator installed (`tests/kind/run.sh`);
-//! nothing here runs without one.
+//! - Services are reached through a local proxy: each connection goes to a
+//!   ready endpoint of that moment (read from its EndpointSlices), through a
+//!   `kubectl port-forward` to that pod (one per pod, restarted when it
+//!   ends), as a client inside the cluster reaching the Service would.
+//! - A pod's process is signalled on its kind node (`docker exec` of
+//!   `crictl` and `kill`), as a crash or hang on that node would.
 
-use std::net::TcpListener;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
-use rstore_operator::crd::ReplicatedStore;
-use serde_json::json;
+use kube::Client;
+use serde_json::Value;
 
-/// Failure of an e2e helper, with what it was doing.
-#[derive(Debug)]
-pub struct E2eError(pub String);
+use crate::k8s::platform::{Fut, Platform};
+use crate::k8s::scenario::OPERATOR_NS;
+use crate::k8s::{TestNamespace, run};
 
-impl std::fmt::Display for E2eError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+/// The kind cluster of the current kubeconfig.
+pub struct Kind {
+    namespaces: AtomicU32,
+    forwards: Arc<Forwards>,
+}
+
+/// Running port-forwards by (namespace, pod, port).
+type Forwards = Mutex<HashMap<(String, String, u16), Forward>>;
+
+/// A `kubectl port-forward pod/NAME LOCAL:PORT` child.
+struct Forward {
+    child: Child,
+    local: u16,
+}
+
+/// The kind platform (one per test binary).
+pub fn platform() -> &'static Kind {
+    static KIND: OnceLock<Kind> = OnceLock::new();
+    KIND.get_or_init(|| Kind {
+        namespaces: AtomicU32::new(0),
+        forwards: Arc::new(Mutex::new(HashMap::new())),
+    })
+}
+
+fn kubectl(args: &[&str]) -> Result<String, String> {
+    run(Command::new("kubectl").args(args), None)
+}
+
+impl Platform for Kind {
+    fn name(&self) -> &'static str {
+        "kind"
+    }
+
+    fn kubectl_run(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+        run(Command::new("kubectl").args(args), stdin)
+    }
+
+    fn client(&self) -> Fut<'_, Client> {
+        Box::pin(async {
+            Client::try_default()
+                .await
+                .expect("a kube client for the current kubeconfig (the kind cluster)")
+        })
+    }
+
+    fn namespace<'a>(&'a self, prefix: &'a str) -> Fut<'a, TestNamespace> {
+        Box::pin(async move {
+            let n = self.namespaces.fetch_add(1, Ordering::SeqCst);
+            // The process id keeps reruns on one cluster apart.
+            let name = format!("{prefix}-{}-{n}", std::process::id() % 100_000);
+            kubectl(&["create", "namespace", &name])
+                .unwrap_or_else(|e| panic!("create namespace {name}: {e}"));
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while kubectl(&["-n", &name, "get", "serviceaccount", "default"]).is_err() {
+                assert!(
+                    Instant::now() < deadline,
+                    "the default ServiceAccount of {name} within 60 s"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            TestNamespace::new(name, "kubectl".into(), None)
+        })
+    }
+
+    fn ensure_operator(&self) {
+        if let Err(e) = kubectl(&[
+            "-n",
+            OPERATOR_NS,
+            "wait",
+            "--for=condition=Available",
+            "deployment",
+            "--all",
+            "--timeout=180s",
+        ]) {
+            panic!("no operator in {OPERATOR_NS} (tests/kind/run.sh installs the chart): {e}");
+        }
+    }
+
+    fn service_addr(
+        &self,
+        namespace: &str,
+        service: &str,
+        port: u16,
+    ) -> Result<SocketAddr, String> {
+        let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let (ns, svc, forwards) = (
+            namespace.to_string(),
+            service.to_string(),
+            self.forwards.clone(),
+        );
+        std::thread::Builder::new()
+            .name(format!("svc-{service}"))
+            .spawn(move || {
+                for client in listener.incoming().flatten() {
+                    let (ns, svc, forwards) = (ns.clone(), svc.clone(), forwards.clone());
+                    std::thread::spawn(move || {
+                        if let Err(e) = relay(client, &ns, &svc, port, &forwards) {
+                            eprintln!("kind: Service {ns}/{svc}: {e}");
+                        }
+                    });
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(addr)
+    }
+
+    fn signal_pod(&self, namespace: &str, pod: &str, signal: &str) -> Result<(), String> {
+        let node = kubectl(&[
+            "-n",
+            namespace,
+            "get",
+            "pod",
+            pod,
+            "-o",
+            "jsonpath={.spec.nodeName}",
+        ])?;
+        // The pod's sandbox, its (only) container, that container's pid.
+        let script = r#"set -e
+p=$(crictl pods -q --namespace "^$1\$" --name "^$2\$" --state ready | head -n1)
+c=$(crictl ps -q --pod "$p" | head -n1)
+pid=$(crictl inspect --output go-template --template '{{.info.pid}}' "$c")
+kill -s "$3" "$pid""#;
+        run(
+            Command::new("docker").args([
+                "exec",
+                node.trim(),
+                "sh",
+                "-c",
+                script,
+                "sh",
+                namespace,
+                pod,
+                signal,
+            ]),
+            None,
+        )
+        .map(|_| ())
+    }
+
+    fn operator_logs(&self, tail: Option<usize>) -> String {
+        let tail = tail.map_or_else(|| "-1".to_string(), |n| n.to_string());
+        kubectl(&[
+            "-n",
+            OPERATOR_NS,
+            "logs",
+            "-l",
+            "app.kubernetes.io/name=rstore-operator",
+            "--prefix",
+            "--tail",
+            &tail,
+        ])
+        .unwrap_or_else(|e| format!("(no operator logs: {e})"))
+    }
+
+    fn volume_has_data(&self, _namespace: &str, _claim: &str) -> Option<bool> {
+        None
     }
 }
 
-impl std::error::Error for E2eError {}
-
-pub type Result<T> = std::result::Result<T, E2eError>;
-
-fn err(what: impl std::fmt::Display) -> E2eError {
-    E2eError(what.to_string())
+/// The name of a ready endpoint pod of Service `svc`.
+fn ready_endpoint(ns: &str, svc: &str) -> Result<String, String> {
+    let out = kubectl(&[
+        "-n",
+        ns,
+        "get",
+        "endpointslices",
+        "-l",
+        &format!("kubernetes.io/service-name={svc}"),
+        "-o",
+        "json",
+    ])?;
+    let list: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["endpoints"].as_array().into_iter().flatten())
+        .filter(|e| e["conditions"]["ready"].as_bool() != Some(false))
+        .find_map(|e| e["targetRef"]["name"].as_str().map(str::to_string))
+        .ok_or_else(|| format!("no ready endpoint of Service {ns}/{svc}"))
 }
 
-/// Client for the current kubeconfig (kind sets it).
-pub async fn client() -> Result<Client> {
-    Client::try_default()
-        .await
-        .map_err(|e| err(format!("no Kubernetes cluster: {e}")))
-}
-
-/// Create (or reuse) namespace `name`.
-pub async fn namespace(client: &Client, name: &str) -> Result<()> {
-    let api: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).map_err(err)?;
-    match api.create(&PostParams::default(), &ns).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
-        Err(e) => Err(err(format!("create namespace {name}: {e}"))),
+/// Connect to `pod:port` through its port-forward (started, or restarted
+/// when it ended).
+fn connect_pod(forwards: &Forwards, ns: &str, pod: &str, port: u16) -> Result<TcpStream, String> {
+    let key = (ns.to_string(), pod.to_string(), port);
+    let mut map = forwards.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(f) = map.get_mut(&key) {
+        let ended = !matches!(f.child.try_wait(), Ok(None));
+        if !ended && let Ok(s) = TcpStream::connect(("127.0.0.1", f.local)) {
+            return Ok(s);
+        }
+        let _ = f.child.kill();
+        let _ = f.child.wait();
+        map.remove(&key);
     }
-}
-
-/// Apply a ReplicatedStore from a JSON spec (server-side apply).
-pub async fn apply_store(
-    client: &Client,
-    ns: &str,
-    name: &str,
-    spec: serde_json::Value,
-) -> Result<()> {
-    let api: Api<ReplicatedStore> = Api::namespaced(client.clone(), ns);
-    let body = json!({
-        "apiVersion": "rstore.dev/v1alpha1",
-        "kind": "ReplicatedStore",
-        "metadata": {"name": name, "namespace": ns},
-        "spec": spec,
-    });
-    api.patch(
-        name,
-        &PatchParams::apply("rstore-e2e").force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(|e| err(format!("apply ReplicatedStore {ns}/{name}: {e}")))?;
-    Ok(())
-}
-
-/// Delete a ReplicatedStore.
-pub async fn delete_store(client: &Client, ns: &str, name: &str) -> Result<()> {
-    let api: Api<ReplicatedStore> = Api::namespaced(client.clone(), ns);
-    api.delete(name, &DeleteParams::foreground())
-        .await
-        .map_err(|e| err(format!("delete ReplicatedStore {ns}/{name}: {e}")))?;
-    Ok(())
-}
-
-/// Poll `check` every second until it returns `Some` or `timeout` passes;
-/// the error says what was awaited and the last observation.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = std::result::Result<Option<T>, String>>,
-{
-    let deadline = Instant::now() + timeout;
-    let mut last = String::from("nothing observed");
+    let local = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let child = Command::new("kubectl")
+        .args([
+            "-n",
+            ns,
+            "port-forward",
+            &format!("pod/{pod}"),
+            &format!("{local}:{port}"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot run kubectl port-forward: {e}"))?;
+    map.insert(key, Forward { child, local });
+    let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match check().await {
-            Ok(Some(value)) => return Ok(value),
-            Ok(None) => {}
-            Err(observed) => last = observed,
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", local)) {
+            return Ok(s);
         }
         if Instant::now() > deadline {
-            return Err(err(format!(
-                "timed out after {timeout:?} waiting for {what}; last: {last}"
-            )));
+            return Err(format!("port-forward to {ns}/{pod}:{port} did not start"));
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-/// Wait until the store is Available with `ready` ready members; returns it.
-pub async fn wait_available(
-    client: &Client,
+/// Relay one client connection to a ready endpoint of the Service.
+fn relay(
+    client: TcpStream,
     ns: &str,
-    name: &str,
-    ready: i32,
-    timeout: Duration,
-) -> Result<ReplicatedStore> {
-    let api: Api<ReplicatedStore> = Api::namespaced(client.clone(), ns);
-    wait_for(
-        &format!("{ns}/{name} Available with {ready} ready members"),
-        timeout,
-        || {
-            let api = api.clone();
-            async move {
-                let store = api.get(name).await.map_err(|e| e.to_string())?;
-                let status = store.status.clone().unwrap_or_default();
-                let available = status
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Available" && c.status == "True");
-                if available
-                    && status.ready_replicas == ready
-                    && status.members.len() == usize::try_from(ready).unwrap_or(0)
-                {
-                    Ok(Some(store))
-                } else {
-                    Err(format!("{}: {:?}", store.name_any(), status))
+    svc: &str,
+    port: u16,
+    forwards: &Forwards,
+) -> Result<(), String> {
+    let pod = ready_endpoint(ns, svc)?;
+    let upstream = connect_pod(forwards, ns, &pod, port)?;
+    let pipe = |mut from: TcpStream, mut to: TcpStream| {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
                 }
             }
-        },
-    )
-    .await
-}
-
-/// `kubectl port-forward svc/NAME LOCAL:PORT`, stopped on drop.
-pub struct PortForward {
-    child: Child,
-    pub local_port: u16,
-}
-
-impl PortForward {
-    /// Forward a free local port to `port` of Service `svc`.
-    pub async fn service(ns: &str, svc: &str, port: u16) -> Result<Self> {
-        let local_port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| err(format!("no free local port: {e}")))?
-            .port();
-        let child = Command::new("kubectl")
-            .args([
-                "-n",
-                ns,
-                "port-forward",
-                &format!("svc/{svc}"),
-                &format!("{local_port}:{port}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| err(format!("cannot run kubectl port-forward: {e}")))?;
-        let forward = Self { child, local_port };
-        wait_for(
-            &format!("port-forward to {ns}/svc/{svc}"),
-            Duration::from_secs(30),
-            || async move {
-                Ok(std::net::TcpStream::connect(("127.0.0.1", local_port))
-                    .ok()
-                    .map(|_| ()))
-            },
-        )
-        .await?;
-        Ok(forward)
-    }
-
-    /// `redis://` URL of the forwarded port.
-    pub fn url(&self, password: Option<&str>) -> String {
-        match password {
-            Some(p) => format!("redis://:{p}@127.0.0.1:{}/", self.local_port),
-            None => format!("redis://127.0.0.1:{}/", self.local_port),
         }
-    }
-}
-
-impl Drop for PortForward {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+        let _ = to.shutdown(Shutdown::Write);
+    };
+    let (c2, u2) = (
+        client.try_clone().map_err(|e| e.to_string())?,
+        upstream.try_clone().map_err(|e| e.to_string())?,
+    );
+    let back = std::thread::spawn(move || pipe(u2, c2));
+    pipe(client, upstream);
+    let _ = back.join();
+    Ok(())
 }

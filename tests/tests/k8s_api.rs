@@ -12,6 +12,7 @@ use std::time::Instant;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use rstore_e2e::k8s::scenarios::{self, store};
 use rstore_e2e::k8s::{self, Cluster};
 use rstore_operator::controller::status;
 use rstore_operator::crd::{ReplicatedStore, ReplicatedStoreStatus};
@@ -30,101 +31,12 @@ async fn setup(prefix: &str) -> Option<(&'static Cluster, Client, k8s::TestNames
     Some((cluster, client, ns))
 }
 
-fn store(name: &str, spec: Value) -> ReplicatedStore {
-    serde_json::from_value(json!({
-        "apiVersion": "rstore.dev/v1alpha1",
-        "kind": "ReplicatedStore",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .expect("ReplicatedStore from JSON")
-}
-
-/// Create a ReplicatedStore that the API server must reject: the status
-/// code and message.
-async fn rejected(api: &Api<ReplicatedStore>, name: &str, spec: Value) -> (u16, String) {
-    match api
-        .create(&PostParams::default(), &store(name, spec.clone()))
-        .await
-    {
-        Ok(_) => panic!("the API server accepted an invalid ReplicatedStore {name}: {spec}"),
-        Err(kube::Error::Api(e)) => (e.code, e.message),
-        Err(e) => panic!("create {name}: unexpected error {e}"),
-    }
-}
-
 #[tokio::test]
 async fn crd_validation_rejects_invalid_specs_with_its_messages() {
     let Some((_cluster, client, ns)) = setup("k8s-api-validation").await else {
         return;
     };
-    let api: Api<ReplicatedStore> = Api::namespaced(client, &ns);
-
-    let (code, msg) = rejected(
-        &api,
-        "sync-too-many",
-        json!({"replicas": 3, "replication": {"mode": "semi-sync", "syncReplicas": 3}}),
-    )
-    .await;
-    assert_eq!(code, 422, "{msg}");
-    assert!(
-        msg.contains("replication.syncReplicas must be less than replicas"),
-        "the CRD's CEL message, got: {msg}"
-    );
-
-    let (code, msg) = rejected(&api, "no-members", json!({"replicas": 0})).await;
-    assert_eq!(code, 422, "{msg}");
-    assert!(
-        msg.contains("spec.replicas") && msg.contains("greater than or equal to 1"),
-        "the schema's minimum, got: {msg}"
-    );
-
-    let (code, msg) = rejected(
-        &api,
-        "slow-probe",
-        json!({"failover": {"probePeriodMs": 100, "probeTimeoutMs": 500}}),
-    )
-    .await;
-    assert_eq!(code, 422, "{msg}");
-    assert!(
-        msg.contains("failover.probeTimeoutMs must not exceed failover.probePeriodMs"),
-        "the CRD's CEL message, got: {msg}"
-    );
-
-    let long = "a".repeat(53);
-    let (code, msg) = rejected(&api, &long, json!({})).await;
-    assert_eq!(code, 422, "{msg}");
-    assert!(
-        msg.contains("metadata.name must be at most 52 characters"),
-        "the CRD's CEL message, got: {msg}"
-    );
-
-    // Immutable storage size (a CEL transition rule).
-    api.create(
-        &PostParams::default(),
-        &store("fixed", json!({"replicas": 3, "storage": {"size": "1Gi"}})),
-    )
-    .await
-    .expect("create a valid ReplicatedStore");
-    let err = api
-        .patch(
-            "fixed",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"storage": {"size": "2Gi"}}})),
-        )
-        .await
-        .expect_err("storage.size must be immutable");
-    let msg = err.to_string();
-    assert!(msg.contains("storage.size is immutable"), "{msg}");
-
-    // A valid one is accepted, with the schema's defaults filled in.
-    let created = api
-        .create(&PostParams::default(), &store("ok", json!({})))
-        .await
-        .expect("create a ReplicatedStore with every default");
-    let spec = serde_json::to_value(&created.spec).expect("spec as JSON");
-    assert_eq!(spec["replicas"], 3, "{spec}");
-    assert_eq!(spec["replication"]["mode"], "semi-sync", "{spec}");
+    scenarios::invalid_specs_are_rejected_with_the_crds_messages(client, &ns).await;
 }
 
 /// Server-side apply of the status subresource: a field manager that applies

@@ -16,21 +16,19 @@
 //! printed with a `day2:` prefix. `RSTORE_SKIP_K8S=1` skips them.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use kube::api::Api;
 use rstore_e2e::k8s::scenario::{
-    OPERATOR_NS, Store, Writer, check_keys, deploy, lease, lost_writes, operator_log,
-    operator_pods, redis_at, wait_failover, wait_member, write_keys,
+    OPERATOR_NS, Store, Writer, check_keys, condition, deploy, is_true, kubectl, lease,
+    lost_writes, operator_log, operator_pods, patch_spec, pod_uid, redis_at, settled, sts_replicas,
+    until, wait_failover, wait_member, write_keys,
 };
-use rstore_e2e::k8s::{self, Cluster, process};
-use rstore_operator::crd::ReplicatedStoreStatus;
+use rstore_e2e::k8s::{self, Cluster, process, scenarios};
 use serde_json::{Value, json};
 
 /// One scenario at a time.
@@ -59,88 +57,6 @@ impl Drop for Cleanup {
     }
 }
 
-/// Poll `f` every 100 ms until it returns Some, failing after `timeout`
-/// with `what` and the operator's log.
-async fn until<T, F, Fut>(cluster: &Cluster, what: &str, timeout: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}\noperator log:\n{}",
-            operator_log(cluster.kubelet(), cluster)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn condition<'a>(
-    st: &'a ReplicatedStoreStatus,
-    type_: &str,
-) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
-    st.conditions.iter().find(|c| c.type_ == type_)
-}
-
-fn is_true(st: &ReplicatedStoreStatus, type_: &str) -> bool {
-    condition(st, type_).is_some_and(|c| c.status == "True")
-}
-
-/// Available, no failover running, `n` members listed, all ready.
-fn settled(st: &ReplicatedStoreStatus, n: i32) -> bool {
-    is_true(st, "Available")
-        && st.failover.is_none()
-        && st.ready_replicas == n
-        && st.members.len() == n as usize
-        && st.members.iter().all(|m| m.ready)
-}
-
-fn kubectl(cluster: &Cluster, ns: &str, args: &[&str]) -> String {
-    let mut all = vec!["-n", ns];
-    all.extend_from_slice(args);
-    cluster
-        .kubectl_run(&all, None)
-        .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
-}
-
-fn patch_spec(cluster: &Cluster, store: &Store, spec: Value) {
-    kubectl(
-        cluster,
-        &store.ns,
-        &[
-            "patch",
-            "rstore",
-            &store.name,
-            "--type=merge",
-            "-p",
-            &json!({ "spec": spec }).to_string(),
-        ],
-    );
-}
-
-async fn pod_uid(pods: &Api<Pod>, name: &str) -> Option<String> {
-    pods.get_opt(name)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|p| p.uid())
-}
-
-async fn sts_replicas(store: &Store, client: &kube::Client) -> Option<i32> {
-    let api: Api<StatefulSet> = Api::namespaced(client.clone(), &store.ns);
-    api.get_opt(&store.name)
-        .await
-        .ok()
-        .flatten()
-        .and_then(|s| s.spec)
-        .and_then(|s| s.replicas)
-}
-
 fn pod_ready(p: &Pod) -> bool {
     p.status
         .as_ref()
@@ -161,105 +77,7 @@ fn pod_pid(cluster: &Cluster, ns: &str, pod: &str) -> u32 {
 async fn scale_3_to_5_to_3_never_removes_the_leader() {
     let Some(cluster) = k8s::shared() else { return };
     let _serial = SERIAL.lock().await;
-    let started = Instant::now();
-    let store = deploy(cluster, "scale", &Value::Null).await;
-    let client = cluster.client().await;
-    let st0 = store.status().await;
-    let leader = st0.leader.clone().expect("a leader");
-    let leader_uid = pod_uid(&store.pods, &leader).await.expect("leader pod");
-    write_keys(&store, "a");
-
-    // The leader's pod stays the same pod throughout.
-    let check_leader = |st: &ReplicatedStoreStatus, uid: Option<String>| {
-        assert_eq!(st.leader.as_deref(), Some(leader.as_str()), "leader kept");
-        assert_eq!(st.epoch, st0.epoch, "no failover: {:?}", st.last_failover);
-        assert_eq!(
-            uid.as_deref(),
-            Some(leader_uid.as_str()),
-            "leader pod never replaced"
-        );
-    };
-
-    let t = Instant::now();
-    patch_spec(cluster, &store, json!({"replicas": 5}));
-    let s = &store;
-    until(
-        cluster,
-        "5 ready members",
-        Duration::from_secs(120),
-        || async {
-            let st = s.status().await;
-            check_leader(&st, pod_uid(&s.pods, &leader).await);
-            settled(&st, 5).then_some(())
-        },
-    )
-    .await;
-    let up = t.elapsed();
-    write_keys(&store, "b");
-    // The new members have every write.
-    let st = store.status().await;
-    let leader_offset = st
-        .members
-        .iter()
-        .find(|m| m.name == leader)
-        .map(|m| m.offset)
-        .expect("leader member");
-    until(
-        cluster,
-        "members 3 and 4 caught up",
-        Duration::from_secs(30),
-        || async {
-            let st = s.status().await;
-            ["scale-3", "scale-4"]
-                .iter()
-                .all(|n| {
-                    st.members
-                        .iter()
-                        .any(|m| m.name == *n && m.role == "follower" && m.offset >= leader_offset)
-                })
-                .then_some(())
-        },
-    )
-    .await;
-
-    let t = Instant::now();
-    patch_spec(cluster, &store, json!({"replicas": 3}));
-    until(
-        cluster,
-        "3 members again",
-        Duration::from_secs(120),
-        || async {
-            let st = s.status().await;
-            check_leader(&st, pod_uid(&s.pods, &leader).await);
-            let replicas = sts_replicas(s, &client).await;
-            let gone = pod_uid(&s.pods, "scale-3").await.is_none()
-                && pod_uid(&s.pods, "scale-4").await.is_none();
-            (settled(&st, 3) && replicas == Some(3) && gone).then_some(())
-        },
-    )
-    .await;
-    let down = t.elapsed();
-    let st = store.status().await;
-    let names: Vec<&str> = st.members.iter().map(|m| m.name.as_str()).collect();
-    assert_eq!(names, ["scale-0", "scale-1", "scale-2"], "members listed");
-    assert_eq!(st.ready.as_deref(), Some("3/3"));
-    // Scale-down keeps the removed members' volumes (whenScaled: Retain).
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &store.ns);
-    for claim in ["data-scale-3", "data-scale-4"] {
-        assert!(
-            pvcs.get_opt(claim).await.expect("get PVC").is_some(),
-            "{claim} kept after scale-down"
-        );
-    }
-    check_keys(&store, "a");
-    check_keys(&store, "b");
-    rstore_testkit::figure!(
-        "day2: scale: 3 -> 5 ready in {:.1} s, 5 -> 3 settled in {:.1} s, leader {leader} kept at epoch {}; scenario {:.1} s",
-        up.as_secs_f64(),
-        down.as_secs_f64(),
-        st.epoch,
-        started.elapsed().as_secs_f64()
-    );
+    scenarios::scale_3_to_5_to_3_never_removes_the_leader(cluster).await;
 }
 
 // ------------------------------------------------------------------- 2
@@ -348,7 +166,7 @@ async fn scale_down_that_would_remove_the_leader_switches_over_first() {
             Instant::now() < deadline,
             "scale-down to 2 within 120 s: {st:?}\ntimeline:\n{}\noperator log:\n{}",
             timeline.join("\n"),
-            operator_log(cluster.kubelet(), cluster)
+            operator_log(cluster)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -414,178 +232,12 @@ async fn scale_down_that_would_remove_the_leader_switches_over_first() {
 
 // ------------------------------------------------------------------- 3
 
-/// Whether the named object of kind K exists (and is not being deleted).
-async fn exists<K>(client: &kube::Client, ns: &str, name: &str) -> bool
-where
-    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + k8s_openapi::serde::de::DeserializeOwned,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), ns);
-    api.get_opt(name).await.expect("get").is_some()
-}
-
-/// The store's owned objects that still exist.
-async fn owned_left(client: &kube::Client, ns: &str, name: &str) -> Vec<String> {
-    let mut left = Vec::new();
-    if exists::<StatefulSet>(client, ns, name).await {
-        left.push(format!("statefulset/{name}"));
-    }
-    for svc in [
-        format!("{name}-headless"),
-        format!("{name}-leader"),
-        format!("{name}-read"),
-    ] {
-        if exists::<Service>(client, ns, &svc).await {
-            left.push(format!("service/{svc}"));
-        }
-    }
-    if exists::<PodDisruptionBudget>(client, ns, name).await {
-        left.push(format!("pdb/{name}"));
-    }
-    let secret = format!("{name}-admin-token");
-    if exists::<Secret>(client, ns, &secret).await {
-        left.push(format!("secret/{secret}"));
-    }
-    for i in 0..3 {
-        let pod = format!("{name}-{i}");
-        if exists::<Pod>(client, ns, &pod).await {
-            left.push(format!("pod/{pod}"));
-        }
-    }
-    left
-}
-
-async fn claims(client: &kube::Client, ns: &str) -> Vec<String> {
-    let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
-    let mut names: Vec<String> = api
-        .list(&Default::default())
-        .await
-        .expect("list PVCs")
-        .items
-        .into_iter()
-        .filter(|c| c.metadata.deletion_timestamp.is_none())
-        .map(|c| c.name_any())
-        .collect();
-    names.sort();
-    names
-}
-
-/// Delete the store; wait until the garbage collector removed what it
-/// owns; the claims left.
-async fn delete_store(
-    cluster: &Cluster,
-    store: &Store,
-    client: &kube::Client,
-) -> (Duration, Vec<String>) {
-    let (ns, name) = (&*store.ns, store.name.as_str());
-    let left = owned_left(client, ns, name).await;
-    assert_eq!(left.len(), 9, "every owned object exists before: {left:?}");
-    // Each one is owned by the store (the Secret too).
-    let uid = store
-        .api
-        .get(name)
-        .await
-        .expect("store")
-        .uid()
-        .expect("uid");
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
-    let secret = secrets
-        .get(&format!("{name}-admin-token"))
-        .await
-        .expect("admin token Secret");
-    assert!(
-        secret
-            .owner_references()
-            .iter()
-            .any(|o| o.uid == uid && o.controller == Some(true)),
-        "the admin token Secret is owned by the store: {:?}",
-        secret.owner_references()
-    );
-    let t = Instant::now();
-    kubectl(cluster, ns, &["delete", "rstore", name, "--wait=false"]);
-    until(
-        cluster,
-        "the garbage collector to remove the store's objects",
-        Duration::from_secs(90),
-        || async {
-            let gone = store.api.get_opt(name).await.expect("get store").is_none();
-            (gone && owned_left(client, ns, name).await.is_empty()).then_some(())
-        },
-    )
-    .await;
-    let took = t.elapsed();
-    // Give the garbage collector time to (wrongly) take the claims too.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    (took, claims(client, ns).await)
-}
-
 #[tokio::test]
 async fn deleting_the_store_removes_what_it_owns_and_keeps_the_volumes_unless_asked() {
     let Some(cluster) = k8s::shared() else { return };
     let _serial = SERIAL.lock().await;
-    let started = Instant::now();
-    let client = cluster.client().await;
-
-    let store = deploy(cluster, "gone", &Value::Null).await;
-    write_keys(&store, "k");
-    let before = claims(&client, &store.ns).await;
-    assert_eq!(before, ["data-gone-0", "data-gone-1", "data-gone-2"]);
-    let (took, after) = delete_store(cluster, &store, &client).await;
-    assert_eq!(after, before, "the volumes are kept by default");
-    // Their data too (the stand-in kubelet's PVC folders).
-    let data = cluster
-        .dir
-        .join("volumes")
-        .join(&*store.ns)
-        .join("data-gone-0");
-    assert!(
-        std::fs::read_dir(&data)
-            .map(|d| d.count() > 0)
-            .unwrap_or(false),
-        "{} keeps its files",
-        data.display()
-    );
-    rstore_testkit::figure!(
-        "day2: delete: StatefulSet, 3 Services, PDB, admin token Secret and pods gone {:.1} s after kubectl delete; PVCs kept: {after:?}",
-        took.as_secs_f64()
-    );
-
-    let store = deploy(
-        cluster,
-        "gonec",
-        &json!({"storage": {"size": "1Gi", "deleteClaimsOnDelete": true}}),
-    )
-    .await;
-    assert_eq!(claims(&client, &store.ns).await.len(), 3);
-    let t = Instant::now();
-    let (took, _) = delete_store(cluster, &store, &client).await;
-    let c = &client;
-    let ns = store.ns.name.clone();
-    until(
-        cluster,
-        "the claims to go (deleteClaimsOnDelete)",
-        Duration::from_secs(60),
-        || {
-            let ns = ns.clone();
-            async move {
-                let api: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), &ns);
-                api.list(&Default::default())
-                    .await
-                    .ok()
-                    .filter(|l| l.items.is_empty())
-                    .map(|_| ())
-            }
-        },
-    )
-    .await;
-    rstore_testkit::figure!(
-        "day2: delete with deleteClaimsOnDelete: owned objects gone in {:.1} s, PVCs gone within {:.1} s of kubectl delete; scenario {:.1} s",
-        took.as_secs_f64(),
-        t.elapsed().as_secs_f64(),
-        started.elapsed().as_secs_f64()
-    );
+    scenarios::deleting_the_store_removes_what_it_owns_and_keeps_the_volumes_unless_asked(cluster)
+        .await;
 }
 
 // ------------------------------------------------------------------- 4
@@ -1099,7 +751,7 @@ async fn rolling_update_replaces_followers_then_switches_over_then_the_old_leade
             Instant::now() < deadline,
             "rolling update within 300 s: {st:?}\ntimeline:\n{}\noperator log:\n{}",
             timeline.join("\n"),
-            operator_log(cluster.kubelet(), cluster)
+            operator_log(cluster)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -1315,7 +967,7 @@ async fn a_replication_settings_change_restarts_no_pod_and_reaches_every_member(
         assert!(
             Instant::now() < deadline,
             "the settings did not reach every member in 60 s\noperator log:\n{}",
-            operator_log(cluster.kubelet(), cluster)
+            operator_log(cluster)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -11,15 +11,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::ResourceExt;
 use kube::api::{Api, ListParams};
 use rstore_operator::crd::{ReplicatedStore, ReplicatedStoreStatus};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use super::kubelet::Kubelet;
-use super::{Cluster, TestNamespace, components, process, run};
+use super::platform::Platform;
+use super::{Cluster, TestNamespace, components, run};
 
 /// Password of the example store (its Secret `demo-password`).
 pub const PASSWORD: &str = "change-me";
@@ -75,7 +77,7 @@ pub fn install_operator(cluster: &Cluster) {
 }
 
 /// Names of the operator's pods (not being deleted), sorted.
-pub fn operator_pods(cluster: &Cluster) -> Vec<String> {
+pub fn operator_pods(cluster: &dyn Platform) -> Vec<String> {
     let out = cluster
         .kubectl_run(&["-n", OPERATOR_NS, "get", "pods", "-o", "json"], None)
         .unwrap_or_default();
@@ -93,13 +95,8 @@ pub fn operator_pods(cluster: &Cluster) -> Vec<String> {
 }
 
 /// The last 40 lines of every operator pod's log.
-pub fn operator_log(kubelet: &Kubelet, cluster: &Cluster) -> String {
-    operator_pods(cluster)
-        .iter()
-        .filter_map(|p| kubelet.pod(OPERATOR_NS, p).map(|rt| (p, rt)))
-        .map(|(p, rt)| format!("--- {p}:\n{}", process::tail(&rt.log, 40)))
-        .collect::<Vec<_>>()
-        .join("\n")
+pub fn operator_log(cluster: &dyn Platform) -> String {
+    cluster.operator_logs(Some(40))
 }
 
 /// The operator Lease's holder and its `spec` (None before the first
@@ -153,15 +150,14 @@ pub fn merge(doc: &mut Value, patch: &Value) {
 
 /// `kubectl apply -f` the chart's example as `name` in a new namespace,
 /// and wait until it is Available with 3 ready members.
-pub async fn deploy_example(cluster: &'static Cluster, name: &str) -> Store {
+pub async fn deploy_example(cluster: &dyn Platform, name: &str) -> Store {
     deploy(cluster, name, &Value::Null).await
 }
 
 /// Like [`deploy_example`], with `spec_patch` merged into the example's
 /// spec (e.g. `{"replicas": 2}`), waiting for `spec.replicas` ready members.
-pub async fn deploy(cluster: &'static Cluster, name: &str, spec_patch: &Value) -> Store {
-    install_operator(cluster);
-    let kubelet = cluster.kubelet();
+pub async fn deploy(cluster: &dyn Platform, name: &str, spec_patch: &Value) -> Store {
+    cluster.ensure_operator();
     let ns = cluster.namespace(&format!("k8s-op-{name}")).await;
     let client = cluster.client().await;
     let root = components::workspace_root();
@@ -205,7 +201,7 @@ pub async fn deploy(cluster: &'static Cluster, name: &str, spec_patch: &Value) -
     ) {
         panic!(
             "{name} never became Available: {e}\noperator log:\n{}",
-            operator_log(kubelet, cluster)
+            operator_log(cluster)
         );
     }
     let store = Store {
@@ -213,11 +209,11 @@ pub async fn deploy(cluster: &'static Cluster, name: &str, spec_patch: &Value) -
         api: Api::namespaced(client.clone(), &ns),
         pods: Api::namespaced(client.clone(), &ns),
         slices: Api::namespaced(client.clone(), &ns),
-        leader_svc: kubelet
-            .service_proxy(&ns, &format!("{name}-leader"), 6379)
+        leader_svc: cluster
+            .service_addr(&ns, &format!("{name}-leader"), 6379)
             .expect("leader Service proxy"),
-        read_svc: kubelet
-            .service_proxy(&ns, &format!("{name}-read"), 6379)
+        read_svc: cluster
+            .service_addr(&ns, &format!("{name}-read"), 6379)
             .expect("read Service proxy"),
         ns,
         replicas,
@@ -231,7 +227,7 @@ pub async fn deploy(cluster: &'static Cluster, name: &str, spec_patch: &Value) -
         assert!(
             Instant::now() < deadline,
             "{replicas} ready members within 120 s: {st:?}\noperator log:\n{}",
-            operator_log(kubelet, cluster)
+            operator_log(cluster)
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -296,7 +292,7 @@ pub fn check_keys(store: &Store, prefix: &str) {
 /// Wait until a failover past `epoch` is recorded and a write through the
 /// leader Service succeeds; the time from `since`, and the status.
 pub async fn wait_failover(
-    cluster: &Cluster,
+    cluster: &dyn Platform,
     store: &Store,
     epoch: i64,
     since: Instant,
@@ -340,7 +336,7 @@ pub async fn wait_failover(
         assert!(
             Instant::now() < deadline,
             "{what}: no failover within 90 s: {st:?}\noperator log:\n{}",
-            operator_log(cluster.kubelet(), cluster)
+            operator_log(cluster)
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -369,16 +365,10 @@ pub async fn wait_member(store: &Store, member: &str, roles: &[&str]) -> String 
 
 /// No line of the operator's log says the API server denied its
 /// ServiceAccount something.
-pub fn assert_no_rbac_denials(cluster: &Cluster) {
+pub fn assert_no_rbac_denials(cluster: &dyn Platform) {
     // The whole log of every operator pod: a denial early in the run must
     // not scroll out of sight.
-    let kubelet = cluster.kubelet();
-    let log = operator_pods(cluster)
-        .iter()
-        .filter_map(|p| kubelet.pod(OPERATOR_NS, p))
-        .map(|rt| std::fs::read_to_string(&rt.log).unwrap_or_default())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let log = cluster.operator_logs(None);
     let denied: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("system:serviceaccount:") && l.contains(" cannot "))
@@ -388,6 +378,90 @@ pub fn assert_no_rbac_denials(cluster: &Cluster) {
         "the chart's RBAC denied the operator something:\n{}",
         denied.join("\n")
     );
+}
+
+// ------------------------------------------------------ waits and edits
+
+/// Poll `f` every 100 ms until it returns Some, failing after `timeout`
+/// with `what` and the operator's log.
+pub async fn until<T, F, Fut>(cluster: &dyn Platform, what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}\noperator log:\n{}",
+            operator_log(cluster)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn condition<'a>(
+    st: &'a ReplicatedStoreStatus,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    st.conditions.iter().find(|c| c.type_ == type_)
+}
+
+pub fn is_true(st: &ReplicatedStoreStatus, type_: &str) -> bool {
+    condition(st, type_).is_some_and(|c| c.status == "True")
+}
+
+/// Available, no failover running, `n` members listed, all ready.
+pub fn settled(st: &ReplicatedStoreStatus, n: i32) -> bool {
+    is_true(st, "Available")
+        && st.failover.is_none()
+        && st.ready_replicas == n
+        && st.members.len() == n as usize
+        && st.members.iter().all(|m| m.ready)
+}
+
+pub fn kubectl(cluster: &dyn Platform, ns: &str, args: &[&str]) -> String {
+    let mut all = vec!["-n", ns];
+    all.extend_from_slice(args);
+    cluster
+        .kubectl_run(&all, None)
+        .unwrap_or_else(|e| panic!("kubectl {args:?}: {e}"))
+}
+
+pub fn patch_spec(cluster: &dyn Platform, store: &Store, spec: Value) {
+    kubectl(
+        cluster,
+        &store.ns,
+        &[
+            "patch",
+            "rstore",
+            &store.name,
+            "--type=merge",
+            "-p",
+            &json!({ "spec": spec }).to_string(),
+        ],
+    );
+}
+
+pub async fn pod_uid(pods: &Api<Pod>, name: &str) -> Option<String> {
+    pods.get_opt(name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|p| p.uid())
+}
+
+pub async fn sts_replicas(store: &Store, client: &kube::Client) -> Option<i32> {
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), &store.ns);
+    api.get_opt(&store.name)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|s| s.spec)
+        .and_then(|s| s.replicas)
 }
 
 // ------------------------------------------------------ continuous writer
@@ -569,7 +643,7 @@ pub fn lost_writes(addr: SocketAddr, prefix: &str, report: &WriterReport) -> Vec
 /// writer's longest pause as a figure. Returns the status after the
 /// failover and the writer's report.
 pub async fn failover_under_writer(
-    cluster: &Cluster,
+    cluster: &dyn Platform,
     store: &Store,
     what: &str,
     fault: impl FnOnce(),
