@@ -182,6 +182,12 @@ kill -s "$3" "$pid""#;
         .unwrap_or_else(|e| format!("(no operator logs: {e})"))
     }
 
+    fn pod_get(&self, namespace: &str, pod: &str, port: u16, path: &str) -> Result<String, String> {
+        // The API server's pod proxy.
+        let path = format!("/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy{path}");
+        kubectl(&["get", "--raw", &path])
+    }
+
     fn volume_has_data(&self, _namespace: &str, _claim: &str) -> Option<bool> {
         None
     }

@@ -42,6 +42,9 @@ pub trait Platform: Send + Sync {
     fn signal_pod(&self, namespace: &str, pod: &str, signal: &str) -> Result<(), String>;
     /// The operator pods' logs (the last `tail` lines of each, or all).
     fn operator_logs(&self, tail: Option<usize>) -> String;
+    /// `GET path` from port `port` of the pod (its body), as a scraper in
+    /// the cluster would.
+    fn pod_get(&self, namespace: &str, pod: &str, port: u16, path: &str) -> Result<String, String>;
     /// Whether the volume of claim `claim` holds files (None: this
     /// platform cannot look).
     fn volume_has_data(&self, namespace: &str, claim: &str) -> Option<bool>;
@@ -100,6 +103,34 @@ impl Platform for Cluster {
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    fn pod_get(&self, namespace: &str, pod: &str, port: u16, path: &str) -> Result<String, String> {
+        use std::io::{Read, Write};
+        let ip = self
+            .kubelet()
+            .pod(namespace, pod)
+            .map(|rt| rt.ip)
+            .ok_or_else(|| format!("pod {namespace}/{pod} does not run here"))?;
+        let addr: SocketAddr = format!("{ip}:{port}")
+            .parse()
+            .map_err(|e| format!("address of {pod}: {e}"))?;
+        let timeout = std::time::Duration::from_secs(3);
+        let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
+            .map_err(|e| format!("connect to {addr}: {e}"))?;
+        s.set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+        match text.split_once("\r\n\r\n") {
+            Some((head, body)) if head.starts_with("HTTP/1.1 200") => Ok(body.to_string()),
+            _ => Err(format!("GET {path} from {addr}: {text:.200}")),
+        }
     }
 
     fn volume_has_data(&self, namespace: &str, claim: &str) -> Option<bool> {

@@ -99,6 +99,24 @@ pub fn operator_log(cluster: &dyn Platform) -> String {
     cluster.operator_logs(Some(40))
 }
 
+/// The sum of metric `name`'s samples (every label set) over the operator
+/// pods' `/metrics` (port 8080); a pod that does not answer counts 0.
+pub fn operator_metric(cluster: &dyn Platform, name: &str) -> f64 {
+    operator_pods(cluster)
+        .iter()
+        .filter_map(|pod| cluster.pod_get(OPERATOR_NS, pod, 8080, "/metrics").ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter(|l| {
+                    l.strip_prefix(name)
+                        .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// The operator Lease's holder and its `spec` (None before the first
 /// election).
 pub async fn lease(client: &kube::Client) -> Option<(String, Lease)> {

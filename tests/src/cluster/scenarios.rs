@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use super::platform::Platform;
 use super::scenario::{
     KEYS, OPERATOR_NS, Store, assert_no_rbac_denials, check_keys, deploy, deploy_example,
-    endpoints, failover_under_writer, kubectl, patch_spec, pod_ips, pod_uid, redis_at, settled,
-    sts_replicas, until, wait_member, write_keys,
+    endpoints, failover_under_writer, kubectl, operator_metric, patch_spec, pod_ips, pod_uid,
+    redis_at, settled, sts_replicas, until, wait_member, write_keys,
 };
 
 // ------------------------------------------------ the example store
@@ -117,6 +117,8 @@ pub async fn the_example_store_serves_and_fails_over_on_pod_delete(cluster: &dyn
     );
 
     // Failover: delete the leader pod, under a continuous writer.
+    let failovers = operator_metric(cluster, "rstore_failovers_total");
+    let timed = operator_metric(cluster, "rstore_failover_duration_seconds_count");
     let t = Instant::now();
     let (after, _) = failover_under_writer(cluster, &store, "leader pod deleted", || {
         cluster
@@ -126,6 +128,18 @@ pub async fn the_example_store_serves_and_fails_over_on_pod_delete(cluster: &dyn
     .await;
     assert_ne!(after.leader.as_deref(), Some(leader.as_str()));
     check_keys(&store, "k");
+    // The active operator counted and timed it on /metrics.
+    until(
+        cluster,
+        "the failover on the operator's /metrics",
+        Duration::from_secs(20),
+        || async {
+            (operator_metric(cluster, "rstore_failovers_total") > failovers
+                && operator_metric(cluster, "rstore_failover_duration_seconds_count") > timed)
+                .then_some(())
+        },
+    )
+    .await;
     // The StatefulSet recreates the pod; it rejoins as a follower.
     wait_member(&store, &leader, &["follower"]).await;
     rstore_testkit::figure!(
