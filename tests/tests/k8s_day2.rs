@@ -85,9 +85,31 @@ async fn scale_3_to_5_to_3_never_removes_the_leader() {
 #[tokio::test]
 async fn scale_down_that_would_remove_the_leader_switches_over_first() {
     let Some(cluster) = k8s::shared() else { return };
+    shrink(cluster, "shrink", &Value::Null, 2).await;
+}
+
+#[tokio::test]
+async fn scale_3_to_1_in_async_mode_switches_over_to_the_remaining_member_first() {
+    let Some(cluster) = k8s::shared() else { return };
+    shrink(
+        cluster,
+        "shrinkone",
+        &json!({"replication": {"mode": "async"}}),
+        1,
+    )
+    .await;
+}
+
+/// 3 members with the leader moved to the highest ordinal, then scaled
+/// down to `to` under a continuous writer: the operator switches over to
+/// a remaining member before the StatefulSet shrinks; nothing
+/// acknowledged is lost; the longest write pause stays within 1.5 s.
+async fn shrink(cluster: &'static Cluster, name: &str, spec: &Value, to: i32) {
     let _serial = SERIAL.lock().await;
     let started = Instant::now();
-    let store = deploy(cluster, "shrink", &Value::Null).await;
+    let store = deploy(cluster, name, spec).await;
+    let top = format!("{name}-2");
+    let remaining: Vec<String> = (0..to).map(|i| format!("{name}-{i}")).collect();
     let client = cluster.client().await;
     let s = &store;
 
@@ -98,27 +120,27 @@ async fn scale_down_that_would_remove_the_leader_switches_over_first() {
         &[
             "annotate",
             "rstore",
-            "shrink",
-            "rstore.dev/switchover-to=shrink-2",
+            name,
+            &format!("rstore.dev/switchover-to={top}"),
             "--overwrite",
         ],
     );
     until(
         cluster,
-        "shrink-2 to lead",
+        &format!("{top} to lead"),
         Duration::from_secs(60),
         || async {
             let r = s.api.get(&s.name).await.ok()?;
             let annotated = r.annotations().contains_key("rstore.dev/switchover-to");
             let st = r.status.unwrap_or_default();
-            (st.leader.as_deref() == Some("shrink-2") && settled(&st, 3) && !annotated)
+            (st.leader.as_deref() == Some(top.as_str()) && settled(&st, 3) && !annotated)
                 .then_some(())
         },
     )
     .await;
     let st1 = store.status().await;
     rstore_testkit::figure!(
-        "day2: shrink: switchover to shrink-2 by annotation: {:?}",
+        "day2: {name}: switchover to {top} by annotation: {:?}",
         st1.last_failover.as_ref().map(|f| (f.total_ms, f.epoch))
     );
 
@@ -126,10 +148,10 @@ async fn scale_down_that_would_remove_the_leader_switches_over_first() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let t = Instant::now();
     let at_patch = writer.at();
-    patch_spec(cluster, &store, json!({"replicas": 2}));
+    patch_spec(cluster, &store, json!({ "replicas": to }));
 
-    // Timeline: the StatefulSet's replicas (read first), the leader, pod
-    // shrink-2.
+    // Timeline: the StatefulSet's replicas (read first), the leader, the
+    // top pod.
     let mut timeline: Vec<String> = Vec::new();
     let mut last = (None, None, None);
     let mut leader_when_shrunk: Option<Option<String>> = None;
@@ -137,7 +159,7 @@ async fn scale_down_that_would_remove_the_leader_switches_over_first() {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let replicas = sts_replicas(&store, &client).await;
-        let pod = store.pods.get_opt("shrink-2").await.ok().flatten();
+        let pod = store.pods.get_opt(&top).await.ok().flatten();
         let pod_state = match &pod {
             None => "gone",
             Some(p) if p.metadata.deletion_timestamp.is_some() => "deleting",
@@ -153,18 +175,18 @@ async fn scale_down_that_would_remove_the_leader_switches_over_first() {
         let now = (replicas, st.leader.clone(), Some(pod_state));
         if now != last {
             timeline.push(format!(
-                "+{:.2} s: StatefulSet replicas {replicas:?}, leader {:?}, pod shrink-2 {pod_state}",
+                "+{:.2} s: StatefulSet replicas {replicas:?}, leader {:?}, pod {top} {pod_state}",
                 t.elapsed().as_secs_f64(),
                 st.leader
             ));
             last = now;
         }
-        if replicas == Some(2) && pod_state == "gone" && settled(&st, 2) {
+        if replicas == Some(to) && pod_state == "gone" && settled(&st, to) {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "scale-down to 2 within 120 s: {st:?}\ntimeline:\n{}\noperator log:\n{}",
+            "scale-down to {to} within 120 s: {st:?}\ntimeline:\n{}\noperator log:\n{}",
             timeline.join("\n"),
             operator_log(cluster)
         );
@@ -174,31 +196,28 @@ async fn scale_down_that_would_remove_the_leader_switches_over_first() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let report = writer.stop();
     let lost = lost_writes(store.leader_svc, "w", &report);
-    eprintln!("day2: shrink timeline:\n{}", timeline.join("\n"));
+    eprintln!("day2: {name} timeline:\n{}", timeline.join("\n"));
     rstore_testkit::figure!(
-        "day2: shrink writer (patch at +{at_patch:.1} s): {}",
+        "day2: {name} writer (patch at +{at_patch:.1} s): {}",
         report.summary()
     );
 
     let st = store.status().await;
     let f = st.last_failover.clone().expect("lastFailover");
     assert_eq!(f.reason.as_str(), "Switchover", "{f:?}");
-    assert_eq!(f.old_leader.as_deref(), Some("shrink-2"), "{f:?}");
-    assert!(
-        ["shrink-0", "shrink-1"].contains(&f.new_leader.as_str()),
-        "{f:?}"
-    );
+    assert_eq!(f.old_leader.as_deref(), Some(top.as_str()), "{f:?}");
+    assert!(remaining.contains(&f.new_leader), "{f:?}");
     assert_eq!(st.epoch, st1.epoch + 1, "one switchover, no other failover");
     assert_eq!(st.leader.as_deref(), Some(f.new_leader.as_str()));
     let shrunk_with = leader_when_shrunk.expect("the StatefulSet shrank");
     assert!(
-        shrunk_with.is_some() && shrunk_with.as_deref() != Some("shrink-2"),
+        shrunk_with.is_some() && shrunk_with.as_deref() != Some(top.as_str()),
         "the StatefulSet shrank only after the switchover (leader then: {shrunk_with:?})"
     );
-    let deleted_with = leader_when_pod_deleted.expect("pod shrink-2 went");
+    let deleted_with = leader_when_pod_deleted.expect("the top pod went");
     assert!(
-        deleted_with.as_deref() != Some("shrink-2"),
-        "pod shrink-2 removed only once it no longer led (leader then: {deleted_with:?})"
+        deleted_with.as_deref() != Some(top.as_str()),
+        "pod {top} removed only once it no longer led (leader then: {deleted_with:?})"
     );
     assert!(
         lost.is_empty(),
@@ -211,8 +230,9 @@ async fn scale_down_that_would_remove_the_leader_switches_over_first() {
         report.summary()
     );
     rstore_testkit::figure!(
-        "day2: shrink: 3 -> 2 with the leader on shrink-2: switchover {} ms (fence {} ms, promote {} ms) to {}, settled in {:.1} s, \
+        "day2: {name}: 3 -> {to} ({}) with the leader on {top}: switchover {} ms (fence {} ms, promote {} ms) to {}, settled in {:.1} s, \
          {} acknowledged writes, 0 lost, longest write pause {:.3} s; scenario {:.1} s",
+        spec["replication"]["mode"].as_str().unwrap_or("semi-sync"),
         f.total_ms,
         f.fence_ms,
         f.promote_ms,
