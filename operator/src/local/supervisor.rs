@@ -48,8 +48,8 @@ pub struct NodeCommand {
     pub env: Vec<(String, String)>,
 }
 
-/// Restart delays: `initial`, doubling up to `max`; back to `initial`
-/// once a run lasted `reset_after`.
+/// Restart delays: `initial` for the first restart, doubling up to `max`;
+/// back to `initial` once a run lasted `reset_after`.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
     pub initial: Duration,
@@ -71,12 +71,15 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// The delay after `previous`, given how long the last run lasted.
-    pub fn next(&self, previous: Duration, uptime: Duration) -> Duration {
-        if uptime >= self.reset_after {
-            self.initial
-        } else {
-            (previous * 2).min(self.max).max(self.initial)
+    /// The delay before a restart: `previous` is the delay before the
+    /// last one (`None` before the first), `uptime` how long the last run
+    /// lasted.
+    pub fn next(&self, previous: Option<Duration>, uptime: Duration) -> Duration {
+        match previous {
+            Some(previous) if uptime < self.reset_after => {
+                (previous * 2).min(self.max).max(self.initial)
+            }
+            _ => self.initial,
         }
     }
 }
@@ -107,7 +110,7 @@ pub async fn supervise(
     mut stop: watch::Receiver<bool>,
     backoff: Backoff,
 ) {
-    let mut delay = backoff.initial;
+    let mut delay = None;
     loop {
         if *stop.borrow() {
             break;
@@ -173,9 +176,10 @@ pub async fn supervise(
                 });
             }
         }
-        delay = backoff.next(delay, uptime);
+        let wait = backoff.next(delay, uptime);
+        delay = Some(wait);
         tokio::select! {
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep(wait) => {}
             _ = stop.changed() => break,
         }
     }
@@ -431,16 +435,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_to_its_cap_and_resets_after_a_long_run() {
+    fn backoff_starts_at_its_initial_delay_doubles_to_its_cap_and_resets_after_a_long_run() {
         let b = Backoff::default();
         let short = Duration::from_millis(10);
-        let mut delay = b.initial;
+        let mut delay = None;
         let mut seen = Vec::new();
         for _ in 0..7 {
-            delay = b.next(delay, short);
-            seen.push(delay.as_millis());
+            let wait = b.next(delay, short);
+            delay = Some(wait);
+            seen.push(wait.as_millis());
         }
-        assert_eq!(seen, [400, 800, 1600, 3200, 5000, 5000, 5000]);
+        assert_eq!(seen, [200, 400, 800, 1600, 3200, 5000, 5000]);
         assert_eq!(b.next(delay, Duration::from_secs(31)), b.initial);
     }
 
