@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::join_all;
+use rstore_node::admin::{AdminClient, StatusResponse};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -21,7 +23,7 @@ use super::state::{
     self, ClusterFile, MemberRecord, SwitchoverOutcome, SwitchoverRequest, SwitchoverState,
 };
 use super::supervisor::{self, Backoff, MemberSpec, SupervisorEvent};
-use crate::brain::{FailoverReason, Presence, Settings};
+use crate::brain::{FailoverReason, Presence, Recorded, Settings};
 use crate::coordination::{
     HttpNodeAdmin, Member, PassInput, PassOutcome, ProbeTracker, now_ms, probe_all, run_pass,
 };
@@ -308,6 +310,7 @@ impl Cluster {
                     name: s.name.clone(),
                     data: s.data,
                     label: None,
+                    ready: false,
                 })
                 .collect(),
         });
@@ -521,7 +524,10 @@ impl Cluster {
             return;
         }
         let mut members = self.coordination_members();
-        let probes = probe_all(&self.admin, &members, self.probe_timeout).await;
+        let (probes, readyz) = tokio::join!(
+            probe_all(&self.admin, &members, self.probe_timeout),
+            self.readyz_all(),
+        );
         if timed {
             let now = now_ms();
             for (m, p) in members.iter().zip(&probes) {
@@ -540,7 +546,7 @@ impl Cluster {
             PassInput {
                 settings: self.settings.clone(),
                 members,
-                probes,
+                probes: probes.clone(),
                 recorded: self.file.recorded(),
                 switchover_to: switchover_to.as_ref().map(|r| r.to.clone()),
                 tracker: &mut self.tracker,
@@ -551,8 +557,63 @@ impl Cluster {
         if persisted {
             self.on_disk = base.clone();
         }
+        self.route_reads(&outcome.plan.record, &probes, &readyz);
         self.after_pass(base, &outcome, switchover_to.as_ref())
             .await;
+    }
+
+    /// `GET /readyz` of every running member, concurrently, each within
+    /// the probe timeout.
+    async fn readyz_all(&self) -> Vec<bool> {
+        let timeout = self.probe_timeout;
+        join_all(self.members.iter().map(|m| async move {
+            if m.presence != Presence::Running {
+                return false;
+            }
+            let client = AdminClient::with_timeout(m.spec.admin.to_string(), timeout);
+            matches!(
+                tokio::time::timeout(timeout, client.readyz()).await,
+                Ok(Ok(()))
+            )
+        }))
+        .await
+    }
+
+    /// Let the read endpoint route only to ready followers of the recorded
+    /// leader: `/readyz` answered, and this pass's probe shows the member
+    /// linked to that leader at the recorded epoch. A member repointed in
+    /// this pass turns ready at the next one.
+    fn route_reads(
+        &self,
+        record: &Recorded,
+        probes: &[Result<StatusResponse, String>],
+        readyz: &[bool],
+    ) {
+        let leader_repl = record
+            .leader
+            .as_deref()
+            .and_then(|l| self.members.iter().find(|m| m.spec.name == l))
+            .map(|m| m.spec.repl.to_string());
+        let ready: Vec<(String, bool)> = self
+            .members
+            .iter()
+            .zip(probes.iter().zip(readyz))
+            .map(|(m, (probe, readyz))| {
+                let linked = leader_repl.as_deref().is_some_and(|repl| {
+                    probe
+                        .as_ref()
+                        .is_ok_and(|s| proxy::ready_follower(s, repl, record.epoch))
+                });
+                (m.spec.name.clone(), *readyz && linked)
+            })
+            .collect();
+        self.routes.send_if_modified(|routes| {
+            let mut changed = false;
+            for (name, ready) in &ready {
+                changed |= routes.set_ready(name, *ready);
+            }
+            changed
+        });
     }
 
     /// The switchover to pass to the brain, from the request file.
