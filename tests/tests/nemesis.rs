@@ -9,9 +9,12 @@
 //!
 //! Faults: kill -9 of the leader, SIGSTOP of the leader for longer than
 //! detection, kill -9 of a follower, kill -9 of the operator itself in the
-//! middle of a failover (it restarts on the same data dir and must finish
-//! it), and a partition of the leader when the members run in network
-//! namespaces (`--netns`, root only; skipped with a message otherwise).
+//! middle of a failover (a paused follower and a paused leader block the
+//! failover; once `cluster.json` shows it blocked the operator is killed,
+//! then the leader; the follower resumes and a restarted operator on the
+//! same data dir must finish the failover at the epoch it recorded), and a
+//! partition of the leader when the members run in network namespaces
+//! (`--netns`, root only; skipped with a message on stderr otherwise).
 //!
 //! `RSTORE_NEMESIS_SEED` and `RSTORE_NEMESIS_ROUNDS` change the seed and
 //! the length (CI runs a short version; `bench/nemesis.sh` a long one);
@@ -50,7 +53,14 @@ fn env_u64(name: &str, default: u64) -> u64 {
 
 /// Whether this machine lets us make network namespaces.
 fn netns_available() -> bool {
-    let probe = format!("rstore-probe-{}", std::process::id());
+    // The tests of this file run in parallel: one name each, or one test's
+    // probe would find the other's and conclude there is no `ip netns`.
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let probe = format!(
+        "rstore-probe-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
     let made = std::process::Command::new("ip")
         .args(["netns", "add", &probe])
         .stderr(std::process::Stdio::null())
@@ -152,10 +162,10 @@ impl ReadYourWrites {
     }
 }
 
-/// The leader's pid, waiting for one that runs.
-fn leader_pid(cluster: &LocalCluster, leader: &str) -> u32 {
-    wait_until(SETTLE, "the leader's pid", || {
-        cluster.member_pid(leader).filter(|p| alive(*p))
+/// A member's pid, waiting for one that runs.
+fn running_pid(cluster: &LocalCluster, member: &str) -> u32 {
+    wait_until(SETTLE, &format!("{member}'s pid"), || {
+        cluster.member_pid(member).filter(|p| alive(*p))
     })
 }
 
@@ -214,7 +224,8 @@ fn nemesis(mode_flags: &[&str], label: &str) {
             Some(v) => format!("RSTORE_NEMESIS_NETNS={v}"),
             None => "`ip netns add` is not available here (needs root and iproute2)".to_string(),
         };
-        println!("nemesis {label}: partition faults SKIPPED: {why}");
+        // On stderr: cargo shows it even when it captures test output.
+        eprintln!("nemesis {label}: partition faults SKIPPED: {why}");
     }
     let mut rng = StdRng::seed_from_u64(seed);
     let tmp = tempfile::tempdir().expect("tmp");
@@ -264,11 +275,11 @@ fn nemesis(mode_flags: &[&str], label: &str) {
         println!("round {round}: {fault:?} (leader {leader}, epoch {before})");
         match fault {
             Fault::KillLeader => {
-                signal(leader_pid(&cluster, &leader), "-9");
+                signal(running_pid(&cluster, &leader), "-9");
                 leader = wait_failover(&mut cluster, &leader, before, true);
             }
             Fault::PauseLeader => {
-                let pid = leader_pid(&cluster, &leader);
+                let pid = running_pid(&cluster, &leader);
                 signal(pid, "-STOP");
                 let new = wait_failover(&mut cluster, &leader, before, false);
                 std::thread::sleep(Duration::from_millis(rng.random_range(0..500)));
@@ -290,15 +301,48 @@ fn nemesis(mode_flags: &[&str], label: &str) {
                 assert_eq!(same, leader, "a follower's death moved the leader");
             }
             Fault::KillOperatorMidFailover => {
-                let operator = cluster.pid().expect("operator pid");
-                signal(leader_pid(&cluster, &leader), "-9");
-                // A failover after a process exit takes about 5-15 ms: kill
-                // the operator before, during or just after it.
-                std::thread::sleep(Duration::from_millis(rng.random_range(0..20)));
-                signal(operator, "-9");
+                // Block the failover first, so the operator is surely killed
+                // in the middle of it: pause a follower (the safety rule
+                // then needs it fenced: semi-sync K=1 with 3 members fences
+                // both followers, sync all of them), then pause the leader.
+                // Paused, not killed: a killed leader is restarted at once,
+                // and a fenced old leader lets the failover go on by itself.
+                let followers: Vec<String> = cluster
+                    .member_names()
+                    .into_iter()
+                    .filter(|n| *n != leader)
+                    .collect();
+                let stalled = followers[rng.random_range(0..followers.len())].clone();
+                let stalled_pid = running_pid(&cluster, &stalled);
+                let old_pid = running_pid(&cluster, &leader);
+                signal(stalled_pid, "-STOP");
+                signal(old_pid, "-STOP");
+                let (target, why) = wait_until(SETTLE, "the failover to block", || {
+                    let s = cluster.state()?;
+                    let progress = &s["failoverInProgress"];
+                    let why = progress["blocked"].as_str()?.to_string();
+                    Some((progress["epoch"].as_u64()?, why))
+                });
+                println!(
+                    "round {round}: failover to epoch {target} blocked ({why}); killing the operator"
+                );
+                signal(cluster.pid().expect("operator pid"), "-9");
                 cluster.reap();
+                // The leader crashes while no operator runs; the follower
+                // comes back. The restarted operator stops the nodes the
+                // dead one left and starts every member again.
+                signal(old_pid, "-9");
+                signal(stalled_pid, "-CONT");
                 cluster.restart();
-                leader = wait_failover(&mut cluster, &leader, before, true);
+                let (new, epoch) =
+                    wait_until(SETTLE, "the interrupted failover to complete", || {
+                        cluster.settled_leader().filter(|(_, e)| *e > before)
+                    });
+                assert_eq!(
+                    epoch, target,
+                    "round {round}: the resumed failover must promote at the epoch it recorded"
+                );
+                leader = new;
             }
             Fault::PartitionLeader => {
                 let out = cluster.tool(&["partition", &leader]);

@@ -728,7 +728,12 @@ fn scale_down_target(obs: &Observation, leader: &MemberView, epoch: u64) -> Opti
 
 /// The most up-to-date streaming follower below ordinal `below`, lowest
 /// ordinal on ties.
-fn best_follower(obs: &Observation, leader: &MemberView, epoch: u64, below: i32) -> Option<String> {
+pub fn best_follower(
+    obs: &Observation,
+    leader: &MemberView,
+    epoch: u64,
+    below: i32,
+) -> Option<String> {
     obs.members
         .iter()
         .filter(|m| {

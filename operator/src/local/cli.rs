@@ -8,13 +8,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use futures::future::join_all;
-use rstore_node::admin::{AdminClient, Role, StatusResponse};
+use rstore_node::admin::{AdminClient, StatusResponse};
 
 use super::netns;
-use super::state::{self, ClusterFile, SwitchoverOutcome, SwitchoverRequest};
+use super::state::{self, ClusterFile, MemberRecord, SwitchoverOutcome, SwitchoverRequest};
 use super::supervisor;
-use crate::brain::{FailoverProgress, FailoverRecord, RoleLabel};
-use crate::coordination::now_ms;
+use crate::brain::{
+    self, FailoverProgress, FailoverRecord, MemberView, Observation, Plan, Presence, RoleLabel,
+    Settings,
+};
+use crate::coordination::{self, Member, now_ms};
+use crate::crd::MemberStatus;
 
 /// Deadline of each live probe the tools make.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -61,16 +65,6 @@ pub fn leader_pid(dir: &Path) -> Result<u32, String> {
         .ok_or_else(|| format!("the leader {leader} has no running process"))
 }
 
-fn role_of(s: &StatusResponse) -> &'static str {
-    match s.role {
-        Role::Leader if s.fenced => "fenced",
-        Role::Leader => "leader",
-        Role::Follower if s.fenced => "fenced",
-        Role::Follower => "follower",
-        Role::Idle => "idle",
-    }
-}
-
 /// Render the status table from the file and live probes (one per member).
 pub fn render_status(
     dir: &Path,
@@ -115,27 +109,27 @@ pub fn render_status(
         let _ = writeln!(out, "state written {}", ago(now, file.updated_at_ms));
     }
 
-    // The leader's view of its followers gives the lag.
-    let leader_live = file
-        .leader
-        .as_deref()
-        .and_then(|l| file.members.iter().position(|m| m.name == l))
-        .and_then(|i| live.get(i))
-        .and_then(|r| r.as_ref().ok());
+    // Roles, offsets and the lag (the leader's view of its followers) as
+    // the operator records them.
+    let statuses = live_statuses(file, live);
     let header = [
         "MEMBER", "PID", "ROLE", "EPOCH", "OFFSET", "LAG", "LABEL", "DATA", "REPL", "ADMIN",
     ];
     let mut rows: Vec<[String; 10]> = Vec::new();
     let mut notes = Vec::new();
     for (i, m) in file.members.iter().enumerate() {
-        let probe = live.get(i).and_then(|r| r.as_ref().ok());
-        let (role, epoch, offset) = match probe {
-            Some(s) => (role_of(s).to_string(), s.epoch, s.offsets.applied),
-            None => (format!("{}?", m.role), m.epoch, m.offset),
+        let answered = live.get(i).is_some_and(Result::is_ok);
+        let status = statuses.iter().find(|s| s.name == m.name);
+        let (role, epoch, offset) = match status.filter(|_| answered) {
+            Some(s) => (s.role.clone(), s.epoch.to_string(), s.offset.to_string()),
+            None => (
+                format!("{}?", m.role),
+                m.epoch.to_string(),
+                m.offset.to_string(),
+            ),
         };
-        let lag = leader_live
-            .and_then(|l| l.followers.iter().find(|f| f.node_id == m.name))
-            .map(|f| format!("{}B/{}ms", f.lag_bytes, f.lag_ms))
+        let lag = status
+            .and_then(|s| Some(format!("{}B/{}ms", s.lag_bytes?, s.lag_ms.unwrap_or(0))))
             .or_else(|| {
                 m.lag_bytes
                     .map(|b| format!("{b}B/{}ms", m.lag_ms.unwrap_or(0)))
@@ -145,8 +139,8 @@ pub fn render_status(
             m.name.clone(),
             m.pid.map_or_else(|| "-".to_string(), |p| p.to_string()),
             role,
-            epoch.to_string(),
-            offset.to_string(),
+            epoch,
+            offset,
             lag,
             m.label.map_or("-", RoleLabel::as_str).to_string(),
             m.data.to_string(),
@@ -285,30 +279,94 @@ fn ago(now: u64, then: u64) -> String {
     }
 }
 
-/// The follower a switchover without `--to` goes to: a streaming follower
-/// of the recorded leader at its epoch, the most caught up (highest
-/// applied offset), ties to the lowest ordinal.
+/// The follower a switchover without `--to` goes to: the brain's own
+/// choice ([`brain::best_follower`], the rule it uses to hand over from a
+/// leader being deleted), made from the live probes.
 pub fn choose_target(
     file: &ClusterFile,
     live: &[Result<StatusResponse, String>],
 ) -> Option<String> {
-    let leader = file.leader.as_deref()?;
-    let leader_repl = file.member(leader)?.repl.to_string();
-    file.members
+    let obs = observation(file, live);
+    let leader = obs
+        .members
+        .iter()
+        .find(|m| Some(m.name.as_str()) == file.leader.as_deref())?;
+    // The epoch the brain calls the cluster's: the highest any member
+    // reports or the record holds.
+    let epoch = live
+        .iter()
+        .filter_map(|p| p.as_ref().ok().map(|s| s.epoch))
+        .fold(file.epoch, u64::max);
+    brain::best_follower(&obs, leader, epoch, i32::MAX)
+}
+
+/// The brain's view of the recorded members with these probes.
+fn observation(file: &ClusterFile, live: &[Result<StatusResponse, String>]) -> Observation {
+    let members = file
+        .members
         .iter()
         .zip(live)
-        .filter(|(m, _)| m.name != leader)
-        .filter_map(|(m, probe)| {
-            let s = probe.as_ref().ok()?;
-            let streaming = s.role == Role::Follower
-                && !s.fenced
-                && s.epoch == file.epoch
-                && s.leader.as_deref() == Some(leader_repl.as_str())
-                && s.snapshot_progress.is_none();
-            streaming.then_some((s.offsets.applied, std::cmp::Reverse(m.ordinal), &m.name))
+        .map(|(m, probe)| MemberView {
+            name: m.name.clone(),
+            ordinal: i32::try_from(m.ordinal).unwrap_or(i32::MAX),
+            repl_addr: m.repl.to_string(),
+            presence: presence(m, probe),
+            probe: probe.clone(),
+            failures: 0,
+            failing_since_ms: None,
+            last_seen: None,
+            label: m.label,
         })
-        .max()
-        .map(|(_, _, name)| name.clone())
+        .collect();
+    Observation {
+        now_ms: now_ms(),
+        settings: Settings {
+            replicas: u32::try_from(file.members.len()).unwrap_or(u32::MAX),
+            ..Settings::default()
+        },
+        members,
+        recorded: file.recorded(),
+        switchover_to: None,
+    }
+}
+
+/// A member answers, or has a process recorded.
+fn presence(m: &MemberRecord, probe: &Result<StatusResponse, String>) -> Presence {
+    if probe.is_ok() || m.pid.is_some() {
+        Presence::Running
+    } else {
+        Presence::Gone
+    }
+}
+
+/// What the operator records per member (role, epoch, offset, lag),
+/// computed from the live probes by the same code the running operator
+/// uses ([`coordination::member_statuses`]), by member name.
+fn live_statuses(file: &ClusterFile, live: &[Result<StatusResponse, String>]) -> Vec<MemberStatus> {
+    let members: Vec<Member> = file
+        .members
+        .iter()
+        .zip(live)
+        .map(|(m, probe)| Member {
+            name: m.name.clone(),
+            ordinal: i32::try_from(m.ordinal).unwrap_or(i32::MAX),
+            admin_addr: m.admin.to_string(),
+            repl_addr: m.repl.to_string(),
+            pod_ready: probe.is_ok(),
+            role_label: m.label,
+            presence: presence(m, probe),
+            admin_token: None,
+        })
+        .collect();
+    let plan = Plan {
+        record: file.recorded(),
+        steps: Vec::new(),
+        events: Vec::new(),
+        waiting: None,
+        completed: None,
+    };
+    let probes: Vec<_> = live.iter().take(members.len()).cloned().collect();
+    coordination::member_statuses(&members, &probes, &plan)
 }
 
 /// `rstore-operator partition` (`heal` false) and `rstore-operator heal`
@@ -455,11 +513,12 @@ pub async fn switchover(dir: &Path, to: Option<&str>, timeout: Duration) -> Resu
 mod tests {
     use std::path::PathBuf;
 
-    use rstore_node::admin::{FollowerStatus, Offsets, ReplicationMode};
+    use rstore_node::admin::{FollowerStatus, LinkStatus, Offsets, ReplicationMode};
 
     use super::*;
+    use rstore_node::admin::Role;
+
     use crate::brain::FailoverReason;
-    use crate::local::state::MemberRecord;
 
     fn record(i: u32) -> MemberRecord {
         MemberRecord {
@@ -524,7 +583,7 @@ mod tests {
     }
 
     #[test]
-    fn a_switchover_without_a_target_takes_the_most_caught_up_follower() {
+    fn a_switchover_without_a_target_takes_the_brains_choice() {
         let file = cluster();
         let repl = "127.0.0.1:21000";
         let probes = vec![
@@ -533,13 +592,38 @@ mod tests {
             Ok(live("member-2", Role::Follower, 95, Some(repl))),
         ];
         assert_eq!(choose_target(&file, &probes).as_deref(), Some("member-2"));
-        // Equal offsets: the lowest ordinal.
+        // Equal logs: the lowest ordinal.
         let probes = vec![
             Ok(live("member-0", Role::Leader, 100, None)),
             Ok(live("member-1", Role::Follower, 95, Some(repl))),
             Ok(live("member-2", Role::Follower, 95, Some(repl))),
         ];
         assert_eq!(choose_target(&file, &probes).as_deref(), Some("member-1"));
+        // Ranked by (last log epoch, log end), not by applied offset.
+        let mut ahead = live("member-1", Role::Follower, 80, Some(repl));
+        ahead.offsets.appended = 99;
+        let probes = vec![
+            Ok(live("member-0", Role::Leader, 100, None)),
+            Ok(ahead.clone()),
+            Ok(live("member-2", Role::Follower, 95, Some(repl))),
+        ];
+        assert_eq!(choose_target(&file, &probes).as_deref(), Some("member-1"));
+        let mut older = live("member-2", Role::Follower, 120, Some(repl));
+        older.last_log_epoch = 1;
+        let probes = vec![
+            Ok(live("member-0", Role::Leader, 100, None)),
+            Ok(live("member-1", Role::Follower, 90, Some(repl))),
+            Ok(older),
+        ];
+        assert_eq!(choose_target(&file, &probes).as_deref(), Some("member-1"));
+        // Loading a snapshot: never chosen.
+        ahead.link = Some(LinkStatus::Snapshot);
+        let probes = vec![
+            Ok(live("member-0", Role::Leader, 100, None)),
+            Ok(ahead),
+            Ok(live("member-2", Role::Follower, 95, Some(repl))),
+        ];
+        assert_eq!(choose_target(&file, &probes).as_deref(), Some("member-2"));
         // Down or following someone else: not a candidate.
         let probes = vec![
             Ok(live("member-0", Role::Leader, 100, None)),
@@ -547,6 +631,40 @@ mod tests {
             Ok(live("member-2", Role::Follower, 95, Some("elsewhere:1"))),
         ];
         assert_eq!(choose_target(&file, &probes), None);
+    }
+
+    #[test]
+    fn the_status_table_shows_roles_as_the_operator_records_them() {
+        let file = cluster();
+        let repl = "127.0.0.1:21000";
+        let mut fenced = live("member-1", Role::Follower, 90, Some(repl));
+        fenced.fenced = true;
+        let mut fenced_leader = live("member-0", Role::Leader, 100, None);
+        fenced_leader.fenced = true;
+        let probes = vec![
+            Ok(fenced_leader),
+            Ok(fenced),
+            Ok(live("member-2", Role::Idle, 0, None)),
+        ];
+        let text = render_status(Path::new("/d"), &file, &probes, 3_000);
+        let row = |name: &str| text.lines().find(|l| l.starts_with(name)).unwrap();
+        let roles: Vec<String> = coordination_roles(&file, &probes);
+        for (name, role) in ["member-0", "member-1", "member-2"].iter().zip(&roles) {
+            let cells: Vec<&str> = row(name).split_whitespace().collect();
+            assert_eq!(cells[2], role, "{text}");
+        }
+        assert_eq!(roles[0], "fenced", "a fenced leader");
+    }
+
+    /// The roles `cluster.json` gets from the running operator's pass.
+    fn coordination_roles(
+        file: &ClusterFile,
+        probes: &[Result<StatusResponse, String>],
+    ) -> Vec<String> {
+        live_statuses(file, probes)
+            .into_iter()
+            .map(|s| s.role)
+            .collect()
     }
 
     #[test]

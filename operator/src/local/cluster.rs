@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::join_all;
+use rstore_node::admin::{AdminClient, StatusResponse};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -21,7 +23,7 @@ use super::state::{
     self, ClusterFile, MemberRecord, SwitchoverOutcome, SwitchoverRequest, SwitchoverState,
 };
 use super::supervisor::{self, Backoff, MemberSpec, SupervisorEvent};
-use crate::brain::{FailoverReason, Presence, Settings};
+use crate::brain::{FailoverReason, Presence, Recorded, Settings};
 use crate::coordination::{
     HttpNodeAdmin, Member, PassInput, PassOutcome, ProbeTracker, now_ms, probe_all, run_pass,
 };
@@ -262,7 +264,10 @@ impl Cluster {
         let listen = local(&leader_listener, options.listen);
         let read_listen = local(&read_listener, options.read_listen);
 
+        let resume_leader = clean_resume_leader(&dir, &previous);
         let mut file = previous;
+        // A crash from now on is not a clean stop.
+        file.clean_shutdown = false;
         file.version = state::FORMAT_VERSION;
         file.operator_pid = Some(std::process::id());
         file.listen = Some(listen);
@@ -308,6 +313,7 @@ impl Cluster {
                     name: s.name.clone(),
                     data: s.data,
                     label: None,
+                    ready: false,
                 })
                 .collect(),
         });
@@ -342,9 +348,18 @@ impl Cluster {
                     events_tx.clone(),
                     stop_nodes_rx.clone(),
                     Backoff::default(),
+                    resume_leader.as_deref() == Some(spec.name.as_str()),
                 ))
             })
             .collect();
+        if let Some(leader) = &resume_leader {
+            tracing::info!(
+                %leader,
+                epoch = file.epoch,
+                "the cluster was stopped cleanly: {leader} leads again at epoch {}",
+                file.epoch
+            );
+        }
         tracing::info!(
             dir = %dir.display(),
             node = %bin.display(),
@@ -521,7 +536,10 @@ impl Cluster {
             return;
         }
         let mut members = self.coordination_members();
-        let probes = probe_all(&self.admin, &members, self.probe_timeout).await;
+        let (probes, readyz) = tokio::join!(
+            probe_all(&self.admin, &members, self.probe_timeout),
+            self.readyz_all(),
+        );
         if timed {
             let now = now_ms();
             for (m, p) in members.iter().zip(&probes) {
@@ -540,7 +558,7 @@ impl Cluster {
             PassInput {
                 settings: self.settings.clone(),
                 members,
-                probes,
+                probes: probes.clone(),
                 recorded: self.file.recorded(),
                 switchover_to: switchover_to.as_ref().map(|r| r.to.clone()),
                 tracker: &mut self.tracker,
@@ -551,8 +569,63 @@ impl Cluster {
         if persisted {
             self.on_disk = base.clone();
         }
+        self.route_reads(&outcome.plan.record, &probes, &readyz);
         self.after_pass(base, &outcome, switchover_to.as_ref())
             .await;
+    }
+
+    /// `GET /readyz` of every running member, concurrently, each within
+    /// the probe timeout.
+    async fn readyz_all(&self) -> Vec<bool> {
+        let timeout = self.probe_timeout;
+        join_all(self.members.iter().map(|m| async move {
+            if m.presence != Presence::Running {
+                return false;
+            }
+            let client = AdminClient::with_timeout(m.spec.admin.to_string(), timeout);
+            matches!(
+                tokio::time::timeout(timeout, client.readyz()).await,
+                Ok(Ok(()))
+            )
+        }))
+        .await
+    }
+
+    /// Let the read endpoint route only to ready followers of the recorded
+    /// leader: `/readyz` answered, and this pass's probe shows the member
+    /// linked to that leader at the recorded epoch. A member repointed in
+    /// this pass turns ready at the next one.
+    fn route_reads(
+        &self,
+        record: &Recorded,
+        probes: &[Result<StatusResponse, String>],
+        readyz: &[bool],
+    ) {
+        let leader_repl = record
+            .leader
+            .as_deref()
+            .and_then(|l| self.members.iter().find(|m| m.spec.name == l))
+            .map(|m| m.spec.repl.to_string());
+        let ready: Vec<(String, bool)> = self
+            .members
+            .iter()
+            .zip(probes.iter().zip(readyz))
+            .map(|(m, (probe, readyz))| {
+                let linked = leader_repl.as_deref().is_some_and(|repl| {
+                    probe
+                        .as_ref()
+                        .is_ok_and(|s| proxy::ready_follower(s, repl, record.epoch))
+                });
+                (m.spec.name.clone(), *readyz && linked)
+            })
+            .collect();
+        self.routes.send_if_modified(|routes| {
+            let mut changed = false;
+            for (name, ready) in &ready {
+                changed |= routes.set_ready(name, *ready);
+            }
+            changed
+        });
     }
 
     /// The switchover to pass to the brain, from the request file.
@@ -728,10 +801,35 @@ impl Cluster {
         for proxy in self.proxies.drain(..) {
             let _ = proxy.await;
         }
+        // Whether the recorded leader leads now, by the last pass: labelled
+        // leader (it led at the recorded epoch) with no failover under way.
+        let leading = self
+            .file
+            .leader
+            .clone()
+            .filter(|l| {
+                self.file.failover_in_progress.is_none()
+                    && self.routes.borrow().leader().map(|r| r.name.as_str()) == Some(l.as_str())
+            })
+            .and_then(|l| self.members.iter().find(|m| m.spec.name == l))
+            .map(|m| m.spec.ordinal);
         self.stop_nodes.send_replace(true);
         for supervisor in self.supervisors.drain(..) {
             let _ = supervisor.await;
         }
+        let mut stopped_cleanly = HashSet::new();
+        while let Ok(event) = self.events.try_recv() {
+            if let SupervisorEvent::Stopped {
+                ordinal,
+                clean: true,
+            } = event
+            {
+                stopped_cleanly.insert(ordinal);
+            }
+        }
+        // It also closed its log on SIGTERM (a crash the last pass did not
+        // see yet would not count): the next start may resume it as leader.
+        self.file.clean_shutdown = leading.is_some_and(|o| stopped_cleanly.contains(&o));
         if let Some(net) = self.net.take() {
             let bridge = net.bridge();
             match blocking(move || net.teardown()).await {
@@ -764,7 +862,13 @@ impl Cluster {
             Ok(()) => tracing::info!(
                 epoch = self.file.epoch,
                 leader = self.file.leader.as_deref().unwrap_or("none"),
-                "local cluster stopped; `rstore-operator local` on the same --data-dir resumes it"
+                clean = self.file.clean_shutdown,
+                "local cluster stopped; `rstore-operator local` on the same --data-dir resumes it{}",
+                if self.file.clean_shutdown {
+                    " with the same leader and epoch"
+                } else {
+                    " (the leader did not stop cleanly: a failover picks the next one)"
+                }
             ),
             Err(err) => tracing::warn!(%err, "cannot write the final cluster state"),
         }
@@ -803,6 +907,23 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File, LocalError> {
         }),
         Err(std::fs::TryLockError::Error(source)) => Err(data_dir_err(source)),
     }
+}
+
+/// The member to start with `--role leader`: the recorded leader, when the
+/// last stop was clean (see [`ClusterFile::clean_shutdown`]), no failover
+/// is in progress, and its node metadata still says it leads at the
+/// recorded epoch (so `--role leader` resumes that epoch instead of
+/// promoting above it). Otherwise none: nodes never promote themselves,
+/// and the brain fails over from the recorded leader as after a crash.
+fn clean_resume_leader(dir: &Path, previous: &ClusterFile) -> Option<String> {
+    if !previous.clean_shutdown || previous.failover_in_progress.is_some() {
+        return None;
+    }
+    let leader = previous.leader.as_deref()?;
+    previous.member(leader)?;
+    let meta = rstore_node::meta::load(&dir.join(leader)).ok().flatten()?;
+    (meta.role == rstore_node::admin::Role::Leader && meta.epoch == previous.epoch)
+        .then(|| leader.to_string())
 }
 
 /// The pid a member's node wrote into its `listen.json`.
@@ -876,6 +997,67 @@ mod tests {
                 .iter()
                 .all(|s| s.data.ip().is_loopback() && s.netns.is_none())
         );
+    }
+
+    #[test]
+    fn only_a_clean_stop_resumes_the_recorded_leader_at_its_epoch() {
+        use rstore_node::admin::Role;
+        use rstore_node::meta::{self, NodeMeta};
+
+        let dir = TestDir::new();
+        let specs = plan_members(dir.path(), &ClusterFile::new(), 2, None).unwrap();
+        let mut file = ClusterFile::new();
+        file.members = specs.iter().map(|s| member_record(s, None)).collect();
+        file.leader = Some("member-1".to_string());
+        file.epoch = 3;
+        file.clean_shutdown = true;
+        let node_meta = |role, epoch| {
+            let mut m = NodeMeta::new("member-1".to_string());
+            m.role = role;
+            m.epoch = epoch;
+            std::fs::create_dir_all(dir.path().join("member-1")).unwrap();
+            meta::store(&dir.path().join("member-1"), &m).unwrap();
+        };
+        assert_eq!(
+            clean_resume_leader(dir.path(), &file),
+            None,
+            "no node metadata"
+        );
+        node_meta(Role::Leader, 3);
+        assert_eq!(
+            clean_resume_leader(dir.path(), &file).as_deref(),
+            Some("member-1")
+        );
+
+        let mut crashed = file.clone();
+        crashed.clean_shutdown = false;
+        assert_eq!(clean_resume_leader(dir.path(), &crashed), None);
+        let mut failing_over = file.clone();
+        failing_over.failover_in_progress = Some(crate::brain::FailoverProgress {
+            reason: FailoverReason::LeaderGone,
+            phase: crate::brain::Phase::Fencing,
+            old_leader: Some("member-1".to_string()),
+            epoch: 4,
+            new_leader: None,
+            target: None,
+            started_at_ms: 0,
+            phase_started_at_ms: 0,
+            detect_ms: 0,
+            fence_ms: 0,
+            promote_ms: 0,
+            repoint_ms: 0,
+            old_leader_committed: None,
+            leader_end: None,
+            lost_bytes: 0,
+            fork_offset: 0,
+            blocked: None,
+        });
+        assert_eq!(clean_resume_leader(dir.path(), &failing_over), None);
+        // It restarted idle, or was fenced above the record: not resumed.
+        node_meta(Role::Idle, 3);
+        assert_eq!(clean_resume_leader(dir.path(), &file), None);
+        node_meta(Role::Leader, 4);
+        assert_eq!(clean_resume_leader(dir.path(), &file), None);
     }
 
     #[test]

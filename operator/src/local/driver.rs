@@ -198,11 +198,13 @@ mod tests {
                     name: "member-0".into(),
                     data: ([127, 0, 0, 1], 20000).into(),
                     label: None,
+                    ready: false,
                 },
                 Route {
                     name: "member-1".into(),
                     data: ([127, 0, 0, 1], 20010).into(),
                     label: None,
+                    ready: false,
                 },
             ],
         });

@@ -7,8 +7,11 @@
 //!   old leader is closed at once, so clients reconnect and reach the new
 //!   one instead of writing into a fenced or dead node.
 //! - Read endpoint: new connections round-robin over the members labelled
-//!   `follower` (the leader when there is none); a connection is closed
-//!   when its member loses every label.
+//!   `follower` that are ready (their link to the current leader is up and
+//!   they load no snapshot: what the node's `/readyz` says), the leader when
+//!   there is none; a connection is closed when its member loses every
+//!   label (a follower whose link blinks keeps its readers: WAITOFFSET
+//!   never answers from older state).
 //!
 //! With nowhere to send a new connection (a failover in progress), the
 //! proxy holds it up to [`ProxyOptions::wait_for_target`] for a target to
@@ -24,6 +27,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use rstore_node::admin::{LinkStatus, Role, StatusResponse};
+
 use crate::brain::RoleLabel;
 
 /// Where a member serves clients, and the label it carries.
@@ -33,6 +38,22 @@ pub struct Route {
     /// The member's RESP address.
     pub data: SocketAddr,
     pub label: Option<RoleLabel>,
+    /// Follower ready to serve reads (see [`ready_follower`]).
+    pub ready: bool,
+}
+
+/// Whether a member that answered `status` serves consistent reads for the
+/// leader whose replication address is `leader_repl`, at `epoch`: an
+/// unfenced follower of that leader at that epoch, its link up, loading no
+/// snapshot (the node's `/readyz` also checks the tail replay after a
+/// snapshot, which `/status` does not show: callers check both).
+pub fn ready_follower(status: &StatusResponse, leader_repl: &str, epoch: u64) -> bool {
+    status.role == Role::Follower
+        && !status.fenced
+        && status.epoch == epoch
+        && status.leader.as_deref() == Some(leader_repl)
+        && status.link == Some(LinkStatus::Up)
+        && status.snapshot_progress.is_none()
 }
 
 /// Every member's route, in ordinal order.
@@ -49,20 +70,32 @@ impl Routes {
             .find(|r| r.label == Some(RoleLabel::Leader))
     }
 
-    pub fn followers(&self) -> impl Iterator<Item = &Route> {
+    /// Members labelled follower that are ready to serve reads.
+    pub fn ready_followers(&self) -> impl Iterator<Item = &Route> {
         self.members
             .iter()
-            .filter(|r| r.label == Some(RoleLabel::Follower))
+            .filter(|r| r.label == Some(RoleLabel::Follower) && r.ready)
     }
 
-    /// The `turn`-th follower, round robin; the leader when no member is
-    /// labelled follower.
+    /// The `turn`-th ready follower, round robin; the leader when no
+    /// follower is ready.
     pub fn read_target(&self, turn: usize) -> Option<&Route> {
-        let count = self.followers().count();
+        let count = self.ready_followers().count();
         if count == 0 {
             return self.leader();
         }
-        self.followers().nth(turn % count)
+        self.ready_followers().nth(turn % count)
+    }
+
+    /// Set whether a member is ready to serve reads; true when it changed.
+    pub fn set_ready(&mut self, name: &str, ready: bool) -> bool {
+        match self.members.iter_mut().find(|r| r.name == name) {
+            Some(r) if r.ready != ready => {
+                r.ready = ready;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The label a member carries now.
@@ -276,11 +309,13 @@ mod tests {
 
     use super::*;
 
+    /// A route; followers are ready.
     fn route(name: &str, port: u16, label: Option<RoleLabel>) -> Route {
         Route {
             name: name.to_string(),
             data: SocketAddr::from(([127, 0, 0, 1], port)),
             label,
+            ready: label == Some(RoleLabel::Follower),
         }
     }
 
@@ -318,6 +353,86 @@ mod tests {
         assert_eq!(routes.read_target(7).unwrap().name, "m-0");
         routes.set_label("m-0", None);
         assert_eq!(routes.read_target(0), None);
+    }
+
+    #[test]
+    fn reads_go_only_to_ready_followers() {
+        let mut routes = Routes {
+            members: vec![
+                route("m-0", 1, Some(RoleLabel::Leader)),
+                route("m-1", 2, Some(RoleLabel::Follower)),
+                route("m-2", 3, Some(RoleLabel::Follower)),
+            ],
+        };
+        assert!(routes.set_ready("m-2", false));
+        assert!(
+            !routes.set_ready("m-2", false),
+            "no change, no notification"
+        );
+        let picks: Vec<&str> = (0..4)
+            .map(|turn| routes.read_target(turn).unwrap().name.as_str())
+            .collect();
+        assert_eq!(
+            picks, ["m-1"; 4],
+            "a follower that is not ready gets no reads"
+        );
+        routes.set_ready("m-1", false);
+        assert_eq!(
+            routes.read_target(0).unwrap().name,
+            "m-0",
+            "no ready follower: the leader"
+        );
+        routes.set_ready("m-2", true);
+        assert_eq!(routes.read_target(0).unwrap().name, "m-2");
+    }
+
+    fn follower_status(leader: &str, epoch: u64) -> StatusResponse {
+        StatusResponse {
+            node_id: "m-1".into(),
+            role: Role::Follower,
+            epoch,
+            fenced: false,
+            last_log_epoch: epoch,
+            offsets: rstore_node::admin::Offsets::default(),
+            leader: Some(leader.to_string()),
+            followers: Vec::new(),
+            mode: rstore_node::admin::ReplicationMode::SemiSync,
+            degraded: false,
+            settings: None,
+            link: Some(LinkStatus::Up),
+            snapshot_progress: None,
+            digest: None,
+            keys: 0,
+        }
+    }
+
+    #[test]
+    fn a_follower_is_ready_once_linked_to_the_current_leader_and_past_any_snapshot() {
+        let leader = "127.0.0.1:7001";
+        let up = follower_status(leader, 3);
+        assert!(ready_follower(&up, leader, 3));
+        // Another leader, or the same one at an older epoch (not repointed).
+        assert!(!ready_follower(&up, "127.0.0.1:7002", 3));
+        assert!(!ready_follower(&up, leader, 4));
+        for link in [
+            LinkStatus::Down,
+            LinkStatus::Connecting,
+            LinkStatus::Snapshot,
+        ] {
+            let mut s = up.clone();
+            s.link = Some(link);
+            assert!(!ready_follower(&s, leader, 3), "link {link:?}");
+        }
+        let mut loading = up.clone();
+        loading.snapshot_progress = Some((10, 100));
+        assert!(!ready_follower(&loading, leader, 3));
+        let mut fenced = up.clone();
+        fenced.fenced = true;
+        assert!(!ready_follower(&fenced, leader, 3));
+        let mut leading = up;
+        leading.role = Role::Leader;
+        leading.leader = None;
+        assert!(!ready_follower(&leading, leader, 3));
     }
 
     #[test]
@@ -431,11 +546,13 @@ mod tests {
                     name: "a".into(),
                     data: a,
                     label: Some(RoleLabel::Leader),
+                    ready: false,
                 },
                 Route {
                     name: "b".into(),
                     data: b,
                     label: Some(RoleLabel::Follower),
+                    ready: true,
                 },
             ],
             2000,
@@ -478,6 +595,7 @@ mod tests {
                 name: "a".into(),
                 data: a,
                 label: None,
+                ready: false,
             }],
             1500,
         )
@@ -528,11 +646,13 @@ mod tests {
                     name: "a".into(),
                     data: dead,
                     label: Some(RoleLabel::Leader),
+                    ready: false,
                 },
                 Route {
                     name: "b".into(),
                     data: b,
                     label: None,
+                    ready: false,
                 },
             ],
             3000,
@@ -583,11 +703,13 @@ mod tests {
                     name: "a".into(),
                     data: silent,
                     label: Some(RoleLabel::Leader),
+                    ready: false,
                 },
                 Route {
                     name: "b".into(),
                     data: b,
                     label: Some(RoleLabel::Follower),
+                    ready: true,
                 },
             ],
             ProxyOptions {
@@ -630,16 +752,19 @@ mod tests {
                     name: "a".into(),
                     data: a,
                     label: Some(RoleLabel::Leader),
+                    ready: false,
                 },
                 Route {
                     name: "b".into(),
                     data: b,
                     label: Some(RoleLabel::Follower),
+                    ready: true,
                 },
                 Route {
                     name: "c".into(),
                     data: c,
                     label: Some(RoleLabel::Follower),
+                    ready: true,
                 },
             ],
             1000,

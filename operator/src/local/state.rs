@@ -93,6 +93,12 @@ pub struct ClusterFile {
     /// When this file was written, unix ms.
     #[serde(default)]
     pub updated_at_ms: u64,
+    /// Set by a clean stop (Ctrl-C, SIGTERM) that left the recorded leader
+    /// leading with its whole log (no failover in progress, it stopped on
+    /// its own at SIGTERM); cleared when an operator starts. The next start
+    /// then resumes that leader at the same epoch instead of failing over.
+    #[serde(default)]
+    pub clean_shutdown: bool,
     pub members: Vec<MemberRecord>,
 }
 
@@ -114,6 +120,7 @@ impl ClusterFile {
             waiting: None,
             switchover: None,
             updated_at_ms: 0,
+            clean_shutdown: false,
             members: Vec::new(),
         }
     }

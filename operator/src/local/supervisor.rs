@@ -4,7 +4,10 @@
 //! restart it with backoff, and stop it gracefully on shutdown.
 //!
 //! Nodes get neither `--role` nor `--follow`: they wait for the admin API,
-//! and the brain tells them what to be. Each node runs in its own process
+//! and the brain tells them what to be. The one exception is the recorded
+//! leader after a clean stop of the whole cluster: its first start gets
+//! `--role leader`, so it leads again at its persisted epoch (never a
+//! restart after a crash). Each node runs in its own process
 //! group, so a Ctrl-C in the terminal reaches the operator only and it
 //! stops the nodes itself, in order. Nothing here needs `unsafe`: signals
 //! other than SIGKILL go through the `kill` utility, and process checks read
@@ -48,8 +51,8 @@ pub struct NodeCommand {
     pub env: Vec<(String, String)>,
 }
 
-/// Restart delays: `initial`, doubling up to `max`; back to `initial`
-/// once a run lasted `reset_after`.
+/// Restart delays: `initial` for the first restart, doubling up to `max`;
+/// back to `initial` once a run lasted `reset_after`.
 #[derive(Debug, Clone, Copy)]
 pub struct Backoff {
     pub initial: Duration,
@@ -71,12 +74,15 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// The delay after `previous`, given how long the last run lasted.
-    pub fn next(&self, previous: Duration, uptime: Duration) -> Duration {
-        if uptime >= self.reset_after {
-            self.initial
-        } else {
-            (previous * 2).min(self.max).max(self.initial)
+    /// The delay before a restart: `previous` is the delay before the
+    /// last one (`None` before the first), `uptime` how long the last run
+    /// lasted.
+    pub fn next(&self, previous: Option<Duration>, uptime: Duration) -> Duration {
+        match previous {
+            Some(previous) if uptime < self.reset_after => {
+                (previous * 2).min(self.max).max(self.initial)
+            }
+            _ => self.initial,
         }
     }
 }
@@ -95,19 +101,26 @@ pub enum SupervisorEvent {
     },
     /// The node could not be started at all.
     SpawnFailed { ordinal: u32, error: String },
-    /// The supervisor stopped its node for good (shutdown).
-    Stopped { ordinal: u32 },
+    /// The supervisor stopped its node for good (shutdown); `clean` when
+    /// the node was running and exited successfully on SIGTERM (it closed
+    /// its log).
+    Stopped { ordinal: u32, clean: bool },
 }
 
 /// Run one member: start, watch, restart with backoff, until `stop`.
+/// `lead_first`: its first start gets `--role leader` (see the module
+/// documentation); restarts never do.
 pub async fn supervise(
     mut spec: MemberSpec,
     command: Arc<NodeCommand>,
     events: mpsc::UnboundedSender<SupervisorEvent>,
     mut stop: watch::Receiver<bool>,
     backoff: Backoff,
+    lead_first: bool,
 ) {
-    let mut delay = backoff.initial;
+    let mut delay = None;
+    let mut lead = lead_first;
+    let mut clean = false;
     loop {
         if *stop.borrow() {
             break;
@@ -115,7 +128,9 @@ pub async fn supervise(
         let log_start = std::fs::metadata(&spec.log).map_or(0, |m| m.len());
         let started = Instant::now();
         let mut uptime = Duration::ZERO;
-        match spawn_node(&spec, &command) {
+        let spawned = spawn_node(&spec, &command, lead);
+        lead = false;
+        match spawned {
             Ok(mut child) => {
                 let pid = child.id().unwrap_or(0);
                 let _ = events.send(SupervisorEvent::Started {
@@ -125,7 +140,7 @@ pub async fn supervise(
                 let status = tokio::select! {
                     status = child.wait() => status,
                     _ = stop.changed() => {
-                        terminate(&mut child, &spec.name, backoff.stop_grace).await;
+                        clean = terminate(&mut child, &spec.name, backoff.stop_grace).await;
                         break;
                     }
                 };
@@ -173,18 +188,20 @@ pub async fn supervise(
                 });
             }
         }
-        delay = backoff.next(delay, uptime);
+        let wait = backoff.next(delay, uptime);
+        delay = Some(wait);
         tokio::select! {
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep(wait) => {}
             _ = stop.changed() => break,
         }
     }
     let _ = events.send(SupervisorEvent::Stopped {
         ordinal: spec.ordinal,
+        clean,
     });
 }
 
-fn spawn_node(spec: &MemberSpec, command: &NodeCommand) -> Result<Child, String> {
+fn spawn_node(spec: &MemberSpec, command: &NodeCommand, lead: bool) -> Result<Child, String> {
     std::fs::create_dir_all(&spec.data_dir)
         .map_err(|e| format!("cannot create {}: {e}", spec.data_dir.display()))?;
     // A stale listen.json must not be mistaken for this run's.
@@ -230,6 +247,7 @@ fn spawn_node(spec: &MemberSpec, command: &NodeCommand) -> Result<Child, String>
         .arg("--admin-listen")
         .arg(spec.admin.to_string())
         .args(&command.args)
+        .args(if lead { &["--role", "leader"][..] } else { &[] })
         // The brain alone decides roles: never let the environment start a
         // node as a leader or follower.
         .env_remove("RSTORE_ROLE")
@@ -249,10 +267,11 @@ fn spawn_node(spec: &MemberSpec, command: &NodeCommand) -> Result<Child, String>
     })
 }
 
-/// SIGTERM, then SIGKILL after `grace`.
-async fn terminate(child: &mut Child, name: &str, grace: Duration) {
+/// SIGTERM, then SIGKILL after `grace`; true when the node exited
+/// successfully on its own.
+async fn terminate(child: &mut Child, name: &str, grace: Duration) -> bool {
     let Some(pid) = child.id() else {
-        return;
+        return false;
     };
     // A paused node (SIGSTOP) would hold SIGTERM until continued.
     let _ = signal(pid, "CONT");
@@ -260,11 +279,18 @@ async fn terminate(child: &mut Child, name: &str, grace: Duration) {
         tracing::warn!(member = %name, pid, %err, "cannot send SIGTERM");
     }
     match tokio::time::timeout(grace, child.wait()).await {
-        Ok(Ok(status)) => tracing::info!(member = %name, pid, %status, "node stopped"),
-        Ok(Err(err)) => tracing::warn!(member = %name, pid, %err, "cannot wait for the node"),
+        Ok(Ok(status)) => {
+            tracing::info!(member = %name, pid, %status, "node stopped");
+            status.success()
+        }
+        Ok(Err(err)) => {
+            tracing::warn!(member = %name, pid, %err, "cannot wait for the node");
+            false
+        }
         Err(_) => {
             tracing::warn!(member = %name, pid, "node did not stop within {} ms; killing it", grace.as_millis());
             let _ = child.kill().await;
+            false
         }
     }
 }
@@ -431,16 +457,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_to_its_cap_and_resets_after_a_long_run() {
+    fn backoff_starts_at_its_initial_delay_doubles_to_its_cap_and_resets_after_a_long_run() {
         let b = Backoff::default();
         let short = Duration::from_millis(10);
-        let mut delay = b.initial;
+        let mut delay = None;
         let mut seen = Vec::new();
         for _ in 0..7 {
-            delay = b.next(delay, short);
-            seen.push(delay.as_millis());
+            let wait = b.next(delay, short);
+            delay = Some(wait);
+            seen.push(wait.as_millis());
         }
-        assert_eq!(seen, [400, 800, 1600, 3200, 5000, 5000, 5000]);
+        assert_eq!(seen, [200, 400, 800, 1600, 3200, 5000, 5000]);
         assert_eq!(b.next(delay, Duration::from_secs(31)), b.initial);
     }
 
