@@ -139,14 +139,23 @@ impl FakeApi {
 }
 
 fn ctx_for(client: Client, nodes: Arc<FakeNodes>) -> Arc<Context> {
+    ctx_with(client, nodes, test_settings())
+}
+
+fn test_settings() -> Settings {
+    Settings {
+        default_image: Some("rstore:test".into()),
+        network_policy: false,
+        operator_namespace: "rstore-system".into(),
+    }
+}
+
+fn ctx_with(client: Client, nodes: Arc<FakeNodes>, settings: Settings) -> Arc<Context> {
     Arc::new(Context::new(
         client,
         Arc::new(Metrics::default()),
         nodes,
-        Settings {
-            default_image: Some("rstore:test".into()),
-            network_policy: false,
-        },
+        settings,
     ))
 }
 
@@ -181,10 +190,19 @@ fn answer(state: &mut ApiState, seen: &Seen) -> (u16, Value) {
             state.secrets.insert(name, stored.clone());
             (201, stored)
         }
+        ("DELETE", p) if p.starts_with(NETWORKING) => match state.objects.remove(p) {
+            Some(o) => (200, o),
+            None => (
+                404,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "reason": "NotFound", "code": 404, "message": "not found"}),
+            ),
+        },
         ("GET", p)
             if p.starts_with("/apis/apps/v1/")
                 || p.starts_with("/api/v1/namespaces/ns/services/")
-                || p.starts_with("/apis/policy/v1/") =>
+                || p.starts_with("/apis/policy/v1/")
+                || p.starts_with(NETWORKING) =>
         {
             match state.objects.get(p) {
                 Some(o) => (200, o.clone()),
@@ -302,9 +320,18 @@ async fn run(
     pods: Vec<Value>,
     nodes: Arc<FakeNodes>,
 ) -> (Result<Action, Error>, Vec<Seen>) {
-    let api = FakeApi::new(store, pods);
+    run_in(&FakeApi::new(store, pods), store, nodes, test_settings()).await
+}
+
+/// [`run`] against `api` with these controller settings.
+async fn run_in(
+    api: &FakeApi,
+    store: &ReplicatedStore,
+    nodes: Arc<FakeNodes>,
+    settings: Settings,
+) -> (Result<Action, Error>, Vec<Seen>) {
     let (client, server) = api.client();
-    let ctx = ctx_for(client, nodes);
+    let ctx = ctx_with(client, nodes, settings);
     let result = reconcile(Arc::new(store.clone()), ctx.clone()).await;
     if let Err(err) = &result {
         error_policy(Arc::new(store.clone()), err, ctx.clone());
@@ -322,6 +349,8 @@ async fn run(
 }
 
 const STS: &str = "/apis/apps/v1/namespaces/ns/statefulsets/rs";
+const NETWORKING: &str = "/apis/networking.k8s.io/";
+const NETPOL: &str = "/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/rs";
 const STATUS: &str = "/apis/rstore.dev/v1alpha1/namespaces/ns/replicatedstores/rs/status";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/ns/events";
 
@@ -413,6 +442,60 @@ async fn scale_down_keeps_the_recorded_leader_and_says_why() {
         "the StatefulSet keeps the leader's ordinal"
     );
     assert_eq!(events(&seen), ["ScaleDownBlocked"]);
+}
+
+#[tokio::test]
+async fn the_network_policy_admits_the_operator_from_its_own_namespace_only() {
+    let settings = Settings {
+        network_policy: true,
+        ..test_settings()
+    };
+    let s = store(json!({}));
+    let api = FakeApi::new(&s, vec![]);
+    let (result, seen) = run_in(&api, &s, Arc::new(FakeNodes::default()), settings).await;
+    assert!(result.is_ok());
+    let policy = seen.iter().find(|s| s.is("PATCH", NETPOL)).unwrap();
+    assert_eq!(
+        policy.body["spec"]["ingress"][1]["from"][1]["namespaceSelector"],
+        json!({"matchLabels": {"kubernetes.io/metadata.name": "rstore-system"}})
+    );
+}
+
+#[tokio::test]
+async fn turning_the_network_policy_off_deletes_the_one_the_operator_made() {
+    let s = store(json!({}));
+    let owned = |uid: &str| {
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+               "metadata": {"name": "rs", "namespace": "ns", "ownerReferences": [{
+                   "apiVersion": "rstore.dev/v1alpha1", "kind": "ReplicatedStore",
+                   "name": "rs", "uid": uid, "controller": true}]},
+               "spec": {"podSelector": {}}})
+    };
+    let api = FakeApi::new(&s, vec![]);
+    api.state
+        .lock()
+        .unwrap()
+        .objects
+        .insert(NETPOL.to_string(), owned("uid-1"));
+    let (result, seen) = run_in(&api, &s, Arc::new(FakeNodes::default()), test_settings()).await;
+    assert!(result.is_ok());
+    assert!(seen.iter().any(|s| s.is("DELETE", NETPOL)), "{seen:#?}");
+    assert!(!api.state.lock().unwrap().objects.contains_key(NETPOL));
+
+    // Someone else's policy of that name is left alone; none is no error.
+    let theirs = FakeApi::new(&s, vec![]);
+    theirs
+        .state
+        .lock()
+        .unwrap()
+        .objects
+        .insert(NETPOL.to_string(), owned("uid-other"));
+    let (result, seen) = run_in(&theirs, &s, Arc::new(FakeNodes::default()), test_settings()).await;
+    assert!(result.is_ok());
+    assert!(!seen.iter().any(|s| s.method == "DELETE"));
+    let (result, seen) = run(&s, vec![], Arc::new(FakeNodes::default())).await;
+    assert!(result.is_ok());
+    assert!(!seen.iter().any(|s| s.method == "DELETE"));
 }
 
 #[tokio::test]
