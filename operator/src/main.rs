@@ -390,18 +390,19 @@ async fn run(
     let client = ctx.client.clone();
     // Standing by, the replica still serves /healthz (it is healthy).
     let active = async {
-        if let Some(lease) = &lease {
-            election::acquire(&client, lease).await;
-        }
+        let renewed_at = match &lease {
+            Some(lease) => Some(election::acquire(&client, lease).await),
+            None => None,
+        };
         tokio::select! {
             () = controller::run(ctx, watch_namespace) => {
                 tracing::info!("controller stopped");
                 Ok(())
             }
             () = async {
-                match &lease {
-                    Some(lease) => election::keep(&client, lease).await,
-                    None => std::future::pending().await,
+                match (&lease, renewed_at) {
+                    (Some(lease), Some(at)) => election::keep(&client, lease, at).await,
+                    _ => std::future::pending().await,
                 }
             } => Err("lost the operator lease: stopping so a standby can act alone".to_string()),
         }
