@@ -505,7 +505,7 @@ async fn apply_settings(
 /// A follower further behind than this is not caught up (rolling update).
 const ROLLOUT_MAX_LAG_BYTES: u64 = 1 << 20;
 /// A rolling update waiting this long on one member is stuck.
-const ROLLOUT_STUCK_AFTER_MS: u64 = 10 * 60 * 1000;
+pub(crate) const ROLLOUT_STUCK_AFTER_MS: u64 = 10 * 60 * 1000;
 /// The pod label holding its StatefulSet revision.
 const REVISION_LABEL: &str = "controller-revision-hash";
 

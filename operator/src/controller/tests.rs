@@ -866,6 +866,65 @@ async fn a_rolling_update_replaces_followers_first_and_the_leader_after_a_switch
     assert_eq!(sc.api.label("rs-0").as_deref(), Some("follower"));
 }
 
+/// A replaced member whose new pod never turns Ready stops the update
+/// there: Degraded with reason RolloutStuck once it waited too long, and
+/// no other member is torn down.
+#[tokio::test]
+async fn a_rolling_update_stuck_on_a_member_that_never_becomes_ready_stops_and_says_so() {
+    let mut sc = Scenario::new(json!({}), 3);
+    sc.reconcile().await;
+    sc.api
+        .set_pods((0..3).map(|i| revisioned(i, None, "old")).collect());
+    sc.settle(5).await;
+    sc.api
+        .set_object_status(STS, json!({"updateRevision": "new", "replicas": 3}));
+    let seen = sc.pass().await;
+    let deleted: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.method == "DELETE")
+        .map(|s| s.path.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(deleted, ["rs-2"], "the highest follower goes first");
+    // Recreated at the new revision; its node runs but the pod never
+    // passes its readiness probe.
+    let mut pods = sc.api.state.lock().unwrap().pods.clone();
+    let mut unready = revisioned(2, None, "new");
+    unready["status"]["conditions"][0]["status"] = json!("False");
+    pods[2] = unready;
+    sc.api.set_pods(pods);
+    sc.nodes.restart("rs-2");
+    let mut seen = sc.settle(5).await;
+    let status = sc.api.status();
+    assert_eq!(condition(&status, "Progressing").reason, "RollingUpdate");
+    assert!(
+        condition(&status, "Progressing")
+            .message
+            .contains("rs-2 is not ready")
+    );
+    // Ten minutes and more pass waiting on it.
+    let (member, since) = sc.state.rollout_wait.clone().unwrap();
+    assert_eq!(member, "rs-2");
+    sc.state.rollout_wait = Some((member, since - driver::ROLLOUT_STUCK_AFTER_MS - 1));
+    for _ in 0..3 {
+        seen.extend(sc.pass().await);
+    }
+    let status = sc.api.status();
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded.status, "True");
+    assert_eq!(degraded.reason, "RolloutStuck");
+    assert!(degraded.message.contains("rs-2"), "{}", degraded.message);
+    assert!(
+        !seen.iter().any(|s| s.method == "DELETE"),
+        "no other member is replaced while the update is stuck"
+    );
+    assert_eq!(
+        status.leader.as_deref(),
+        Some("rs-0"),
+        "no switchover either"
+    );
+    assert_eq!(sc.api.label("rs-0").as_deref(), Some("leader"));
+}
+
 // ------------------------------------------------------- live settings
 
 const HASH_PATH: &str = "/spec/template/metadata/annotations/rstore.dev~1restart-hash";
