@@ -54,9 +54,10 @@
 //!   after which the highest member is kept, usually the old leader), then
 //!   fence the rest and go on as above with the target preferred.
 //! - A leader whose pod is being deleted but still answers (it hands over
-//!   on SIGTERM: fenced, streaming its tail) is replaced by a switchover to
-//!   the most up-to-date follower, so nothing it acknowledged is lost even
-//!   in async mode; once it stops answering it is simply failed over.
+//!   on SIGTERM: fenced at its own epoch, streaming its tail) is replaced by
+//!   a switchover to the most up-to-date follower, whether or not it has
+//!   fenced itself yet, so nothing it acknowledged is lost even in async
+//!   mode; once it stops answering it is simply failed over.
 //! - Scale-down: when the desired member count leaves out the leader's
 //!   ordinal, a switchover to the most up-to-date follower that stays
 //!   comes first; [`statefulset_replicas`] keeps the leader's pod until then.
@@ -501,6 +502,23 @@ pub fn decide(obs: &Observation) -> Plan {
         .filter(|m| m.leads_at(max_epoch))
         .collect();
     let recorded = obs.recorded.leader.as_deref().and_then(|l| obs.member(l));
+    if let (true, Some(old)) = (claimants.is_empty(), recorded)
+        && let Some(target) = hand_over_target(obs, old, max_epoch)
+    {
+        let message = format!(
+            "leader {} is being deleted and fenced itself to hand over: switchover to {target}",
+            old.name
+        );
+        start_failover(
+            obs,
+            &mut plan,
+            FailoverReason::Switchover,
+            Some(&old.name),
+            Some(&target),
+            message,
+        );
+        return plan;
+    }
     match (claimants.as_slice(), recorded) {
         ([leader], _) => {
             plan.record.leader = Some(leader.name.clone());
@@ -713,6 +731,21 @@ fn account_returning_leader(obs: &Observation, plan: &mut Plan) {
         ));
         record.lost_bytes = past;
     }
+}
+
+/// A leader whose pod is being deleted fences itself on SIGTERM (at its
+/// own epoch) and keeps streaming its tail until a follower holds its
+/// whole log: while it does, the failover is a switchover to the most
+/// up-to-date streaming follower (which waits for that tail), not a
+/// failover that would fence the followers at once and cut the stream.
+fn hand_over_target(obs: &Observation, old: &MemberView, epoch: u64) -> Option<String> {
+    let handing_over = old.presence == Presence::Deleting
+        && old
+            .status()
+            .is_some_and(|s| s.role == Role::Leader && s.fenced && s.epoch == epoch);
+    handing_over
+        .then(|| best_follower(obs, old, epoch, i32::MAX))
+        .flatten()
 }
 
 /// When the desired member count leaves the leader's ordinal out, the

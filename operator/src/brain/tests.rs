@@ -1203,6 +1203,38 @@ fn a_leader_pod_being_deleted_hands_over_by_switchover_and_loses_nothing_even_in
 }
 
 #[test]
+fn a_leader_being_deleted_that_fenced_itself_hands_over_before_any_follower_is_fenced() {
+    let mut sim = Sim::healthy(3, 2);
+    sim.settings.mode = ReplicationMode::Async;
+    // SIGTERM: it fenced itself at its own epoch with a tail not yet streamed.
+    sim.node("rs-0").end = 1400;
+    sim.node("rs-0").committed = 1400;
+    sim.node("rs-0").fenced = true;
+    sim.node("rs-0").presence = Presence::Deleting;
+    sim.now += 500;
+    sim.probe();
+    let plans = sim.pass();
+    let fo = plans.last().unwrap().record.failover.clone().unwrap();
+    assert_eq!(fo.reason, FailoverReason::Switchover);
+    assert_eq!(fo.phase, Phase::CatchingUp);
+    assert_eq!(fo.target.as_deref(), Some("rs-1"));
+    assert!(
+        !sim.node("rs-1").fenced && !sim.node("rs-2").fenced,
+        "a fenced follower would stop taking the tail: {:?}",
+        steps(&plans)
+    );
+    // The tail arrives, the old leader exits; nothing it acknowledged is lost.
+    sim.node("rs-1").end = 1400;
+    sim.kill("rs-0");
+    let plans = sim.settle();
+    let done = completed(&plans).unwrap();
+    assert_eq!(done.reason, FailoverReason::Switchover);
+    assert_eq!(done.new_leader, "rs-1");
+    assert_eq!(done.lost_bytes, 0);
+    assert_eq!(sim.leaders(), ["rs-1"]);
+}
+
+#[test]
 fn a_deleted_leader_that_already_exited_is_failed_over_at_once() {
     let mut sim = Sim::healthy(3, 2);
     sim.node("rs-0").presence = Presence::Deleting;

@@ -107,14 +107,18 @@ fn last_seen(status: &StatusResponse) -> LastSeen {
     }
 }
 
-/// Probe every member concurrently, each within `timeout`.
+/// Probe every member concurrently, each within `timeout`. A member whose
+/// pod is being deleted is probed too: its process runs until it exits,
+/// and a leader among them is handing over (fenced, streaming its tail),
+/// which the brain must see to wait for that tail instead of fencing the
+/// followers that are taking it.
 pub async fn probe_all(
     admin: &dyn NodeAdmin,
     members: &[Member],
     timeout: std::time::Duration,
 ) -> Vec<Result<StatusResponse, String>> {
     join_all(members.iter().map(|member| async move {
-        if member.presence != Presence::Running {
+        if member.presence == Presence::Gone {
             return Err("not running".to_string());
         }
         match tokio::time::timeout(timeout, admin.status(member)).await {
@@ -611,6 +615,57 @@ mod tests {
         let failure = out.done.iter().find(|d| d.result.is_err()).unwrap();
         assert!(failure.result.as_ref().unwrap_err().contains("disk full"));
         assert!(!nodes.calls().iter().any(|c| c.starts_with("follow")));
+    }
+
+    /// A leader pod being deleted fences itself and streams its tail for a
+    /// few seconds (the node's hand-over): it must be probed, so the brain
+    /// hands over by switchover and leaves the followers unfenced until
+    /// the target holds that tail.
+    #[tokio::test]
+    async fn a_leader_pod_being_deleted_is_probed_and_hands_over_before_its_followers_are_fenced() {
+        let nodes = FakeNodes::idle(3);
+        let driver = Recorder::default();
+        let mut members: Vec<Member> = (0..3).map(member).collect();
+        let mut tracker = ProbeTracker::default();
+        let mut recorded = Recorded::default();
+        for _ in 0..2 {
+            let out = pass(&nodes, &driver, &members, &recorded, &mut tracker).await;
+            recorded = out.plan.record;
+            driver.relabel(&mut members);
+        }
+        nodes.set_end("rs-0", 1400);
+        nodes.set_end("rs-1", 1000);
+        nodes.set_end("rs-2", 1000);
+        nodes.fence_self("rs-0");
+        members[0].presence = Presence::Deleting;
+        let before = nodes.calls().len();
+        let out = pass(&nodes, &driver, &members, &recorded, &mut tracker).await;
+        recorded = out.plan.record;
+        let fo = recorded.failover.clone().unwrap();
+        assert_eq!(fo.reason, brain::FailoverReason::Switchover);
+        assert_eq!(fo.phase, brain::Phase::CatchingUp);
+        assert_eq!(fo.target.as_deref(), Some("rs-1"));
+        assert_eq!(
+            nodes.calls()[before..],
+            ["fence rs-0 2"],
+            "only the leader is fenced while its tail streams"
+        );
+
+        // The tail arrives; the process exits and its pod is gone.
+        nodes.set_end("rs-1", 1400);
+        nodes.set_down("rs-0", true);
+        members[0].presence = Presence::Gone;
+        let mut passes = 0;
+        while recorded.failover.is_some() {
+            passes += 1;
+            assert!(passes < 5, "no hand-over after {passes} passes");
+            let out = pass(&nodes, &driver, &members, &recorded, &mut tracker).await;
+            recorded = out.plan.record;
+        }
+        let done = recorded.last_failover.unwrap();
+        assert_eq!(done.reason, brain::FailoverReason::Switchover);
+        assert_eq!(done.new_leader, "rs-1");
+        assert_eq!(done.lost_bytes, 0);
     }
 
     #[tokio::test]
