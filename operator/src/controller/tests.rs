@@ -16,6 +16,7 @@ use kube::client::Body;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::coordination::Wake;
 use crate::coordination::fake::FakeNodes;
 use crate::live_settings as live;
 use crate::validate::validate;
@@ -574,10 +575,15 @@ impl Scenario {
 
     /// One driver pass (a probe tick); returns its requests.
     async fn pass(&mut self) -> Vec<Seen> {
+        self.pass_on(Wake::Timer).await
+    }
+
+    /// One driver pass woken by `wake`; returns its requests.
+    async fn pass_on(&mut self, wake: Wake) -> Vec<Seen> {
         let (client, server) = self.api.client();
         let ctx = ctx_for(client, self.nodes.clone());
         let validated = validate(&self.api.store(), Some("rstore:test")).unwrap();
-        driver::pass(&ctx, &validated, &mut self.state)
+        driver::pass(&ctx, &validated, &mut self.state, wake)
             .await
             .unwrap()
             .unwrap();
@@ -699,6 +705,28 @@ async fn a_dead_leader_is_failed_over_and_returns_as_a_follower_across_passes() 
         sc.written.iter().skip(1).all(|s| s.leader.is_some()),
         "no status written after bootstrap ever dropped the leader"
     );
+}
+
+/// Pod events wake the driver at once, but their probes are no timer
+/// ticks: a burst of them must not fail over a leader that has not missed
+/// `failureThreshold` probes on the probe timer.
+#[tokio::test]
+async fn passes_woken_by_pod_events_do_not_count_toward_the_failure_threshold() {
+    let mut sc = Scenario::new(json!({}), 3);
+    sc.reconcile().await;
+    sc.settle(5).await;
+    sc.nodes.set_down("rs-0", true);
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.extend(sc.pass_on(Wake::Poke).await);
+    }
+    seen.extend(sc.pass().await);
+    seen.extend(sc.pass().await);
+    assert!(events(&seen).is_empty(), "{:?}", events(&seen));
+    assert_eq!(sc.api.status().epoch, 1);
+    let seen = sc.pass().await; // the third timed failure
+    assert!(events(&seen).contains(&"FailoverCompleted".to_string()));
+    assert_eq!(sc.api.status().leader.as_deref(), Some("rs-1"));
 }
 
 /// The bug: a leader pod that is deleted (and recreated by its StatefulSet)

@@ -164,7 +164,7 @@ impl FakeNodes {
         }
     }
 
-    fn snapshot(&self, member: &Member) -> Result<StatusResponse, AdminError> {
+    pub fn snapshot(&self, member: &Member) -> Result<StatusResponse, AdminError> {
         let nodes = self.nodes.lock().unwrap();
         let node = nodes
             .get(&member.name)
