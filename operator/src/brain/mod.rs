@@ -43,6 +43,11 @@
 //!   still loading a snapshot are never chosen.
 //! - Promote it at the target epoch; repoint every other answering member
 //!   (the old leader too when it returns: it truncates its diverged tail).
+//!   A promotion that has not succeeded within [`STEP_GRACE_MS`] moves to
+//!   another fenced member that holds the chosen one's whole log, if any
+//!   (else it is retried, and `FailoverBlocked` says why); members that
+//!   still do not follow after [`STEP_GRACE_MS`] no longer hold back the
+//!   relabel (an event names them; the steady state repoints them).
 //! - Relabel: leader label off the old pod before it goes on the new one
 //!   (an empty leader Service beats a wrong one); the follower label only
 //!   on members following the leader at its epoch. A member that misses
@@ -409,6 +414,12 @@ pub enum EventReason {
     Promoted,
     FailoverBlocked,
     FailoverCompleted,
+    /// The chosen member's promotion kept failing; another member that
+    /// holds its whole log is promoted instead.
+    PromotionRetargeted,
+    /// Members that answer but did not follow the new leader in time; the
+    /// labels move without them.
+    RepointIncomplete,
 }
 
 impl EventReason {
@@ -419,6 +430,8 @@ impl EventReason {
             EventReason::Promoted => "Promoted",
             EventReason::FailoverBlocked => "FailoverBlocked",
             EventReason::FailoverCompleted => "FailoverCompleted",
+            EventReason::PromotionRetargeted => "PromotionRetargeted",
+            EventReason::RepointIncomplete => "RepointIncomplete",
         }
     }
 
@@ -426,7 +439,10 @@ impl EventReason {
     pub fn is_warning(self) -> bool {
         matches!(
             self,
-            EventReason::FailoverStarted | EventReason::FailoverBlocked
+            EventReason::FailoverStarted
+                | EventReason::FailoverBlocked
+                | EventReason::PromotionRetargeted
+                | EventReason::RepointIncomplete
         )
     }
 }
@@ -733,6 +749,30 @@ fn account_returning_leader(obs: &Observation, plan: &mut Plan) {
     }
 }
 
+/// How long a failover retries one member's promotion, or waits for every
+/// member to follow the new leader, before it moves on without it.
+pub const STEP_GRACE_MS: u64 = 2_000;
+
+/// Another fenced member whose log holds all of `chosen`'s (same or higher
+/// (log epoch, end)): promoting it instead loses nothing the safety rule
+/// protected, as the chooser could have picked it on a tie.
+fn as_complete_candidate<'a>(
+    obs: &'a Observation,
+    chosen: &MemberView,
+    epoch: u64,
+) -> Option<&'a MemberView> {
+    let needed = chosen.log_position()?;
+    obs.members
+        .iter()
+        .filter(|m| {
+            m.name != chosen.name
+                && m.is_fenced_at(epoch)
+                && !m.loading_snapshot()
+                && m.log_position().is_some_and(|p| p >= needed)
+        })
+        .max_by_key(|m| (m.log_position(), std::cmp::Reverse(m.ordinal)))
+}
+
 /// A leader whose pod is being deleted fences itself on SIGTERM (at its
 /// own epoch) and keeps streaming its tail until a follower holds its
 /// whole log: while it does, the failover is a switchover to the most
@@ -927,6 +967,7 @@ fn continue_failover(obs: &Observation, plan: &mut Plan, mut fo: FailoverProgres
                 match chosen {
                     Some(c) if c.leads_at(fo.epoch) => {
                         fo.promote_ms = now.saturating_sub(fo.phase_started_at_ms);
+                        fo.blocked = None;
                         fo.phase = Phase::Repointing;
                         fo.phase_started_at_ms = now;
                         plan.record.leader = Some(c.name.clone());
@@ -937,8 +978,38 @@ fn continue_failover(obs: &Observation, plan: &mut Plan, mut fo: FailoverProgres
                         ));
                     }
                     Some(c) if c.is_fenced_at(fo.epoch) => {
+                        let waited = now.saturating_sub(fo.phase_started_at_ms);
+                        let mut promote = c;
+                        if waited >= STEP_GRACE_MS {
+                            if let Some(other) = as_complete_candidate(obs, c, fo.epoch) {
+                                plan.events.push(Event::new(
+                                    EventReason::PromotionRetargeted,
+                                    format!(
+                                        "promoting {} did not succeed within {waited} ms; promoting {} instead, which holds its whole log",
+                                        c.name, other.name
+                                    ),
+                                ));
+                                fo.new_leader = Some(other.name.clone());
+                                fo.phase_started_at_ms = now;
+                                fo.blocked = None;
+                                promote = other;
+                            } else {
+                                let why = format!(
+                                    "promoting {} keeps failing and no other fenced member holds its whole log; retrying it",
+                                    c.name
+                                );
+                                if fo.blocked.as_deref() != Some(why.as_str()) {
+                                    plan.events.push(Event::new(
+                                        EventReason::FailoverBlocked,
+                                        why.clone(),
+                                    ));
+                                }
+                                plan.waiting = Some(why.clone());
+                                fo.blocked = Some(why);
+                            }
+                        }
                         plan.steps.push(Step::Promote {
-                            member: c.name.clone(),
+                            member: promote.name.clone(),
                             epoch: fo.epoch,
                         });
                         break;
@@ -974,18 +1045,36 @@ fn continue_failover(obs: &Observation, plan: &mut Plan, mut fo: FailoverProgres
                     return;
                 };
                 if fo.phase == Phase::Repointing {
-                    for m in &obs.members {
-                        if m.name != leader.name
-                            && m.status().is_some()
-                            && !m.follows(leader, fo.epoch)
-                        {
-                            plan.steps.push(follow_step(m, leader, fo.epoch));
-                        }
-                    }
-                    if !plan.steps.is_empty() {
+                    let stragglers: Vec<&MemberView> = obs
+                        .members
+                        .iter()
+                        .filter(|m| {
+                            m.name != leader.name
+                                && m.status().is_some()
+                                && !m.follows(leader, fo.epoch)
+                        })
+                        .collect();
+                    let waited = now.saturating_sub(fo.phase_started_at_ms);
+                    if !stragglers.is_empty() && waited < STEP_GRACE_MS {
+                        plan.steps
+                            .extend(stragglers.iter().map(|m| follow_step(m, leader, fo.epoch)));
                         break;
                     }
-                    fo.repoint_ms = now.saturating_sub(fo.phase_started_at_ms);
+                    if !stragglers.is_empty() {
+                        // Writes wait for the leader label: a member that
+                        // answers but keeps refusing to follow must not hold
+                        // it back. It is repointed in the steady state.
+                        let names: Vec<&str> = stragglers.iter().map(|m| m.name.as_str()).collect();
+                        plan.events.push(Event::new(
+                            EventReason::RepointIncomplete,
+                            format!(
+                                "{} did not follow {} within {waited} ms; relabelling without them (they are repointed later)",
+                                names.join(", "),
+                                leader.name
+                            ),
+                        ));
+                    }
+                    fo.repoint_ms = waited;
                     fo.phase = Phase::Relabeling;
                     fo.phase_started_at_ms = now;
                 }
