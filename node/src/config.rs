@@ -11,6 +11,19 @@ pub use crate::domain::{AckLevel, OnSyncTimeout};
 use crate::domain::{ReplicationMode, ReplicationSettings};
 use crate::wal::FsyncPolicy;
 
+/// Whether `given` is the secret `expected` (`--requirepass`,
+/// `--admin-token`), in time that does not depend on where they first
+/// differ, so a client cannot find a secret byte by byte by timing its
+/// refusals. Every check of a secret goes through here.
+pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
 /// Role at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StartRole {
@@ -187,6 +200,14 @@ impl Config {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod tests {
+    #[test]
+    fn same_secret_accepts_only_the_exact_secret() {
+        assert!(super::same_secret(b"s3cret", b"s3cret"));
+        assert!(!super::same_secret(b"s3cret", b"s3creT"));
+        assert!(!super::same_secret(b"s3cre", b"s3cret"));
+        assert!(!super::same_secret(b"", b"s3cret"));
+    }
+
     use clap::Parser;
 
     use super::Config;

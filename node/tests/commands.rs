@@ -949,6 +949,31 @@ fn pipeline_of_1000_mixed_commands_replies_in_order() {
     assert_eq!(raw.read().unwrap(), Reply::Int(2));
 }
 
+/// `--requirepass` guards replication connections too: a follower that
+/// presents another password (or none) is refused, one with the same
+/// password streams.
+#[test]
+fn replication_connections_need_the_leaders_requirepass() {
+    let leader = Node::leader(&["--requirepass", "secret"]);
+    let repl = leader.addrs.repl.to_string();
+    let intruder = Node::start_named("intruder", &["--follow", &repl, "--requirepass", "secrex"]);
+    let member = Node::start_named("member", &["--follow", &repl, "--requirepass", "secret"]);
+    wait_until(DEADLINE, "the member to stream", || {
+        (member.status().link == Some(rstore_node::admin::LinkStatus::Up)).then_some(())
+    });
+    assert_ne!(
+        intruder.status().link,
+        Some(rstore_node::admin::LinkStatus::Up)
+    );
+    let followers: Vec<String> = leader
+        .status()
+        .followers
+        .into_iter()
+        .map(|f| f.node_id)
+        .collect();
+    assert_eq!(followers, ["member"]);
+}
+
 #[test]
 fn auth_with_requirepass() {
     let node = Node::leader(&["--requirepass", "secret"]);

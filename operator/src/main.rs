@@ -61,7 +61,8 @@ enum Command {
         /// Name of that Lease.
         #[arg(long, env = "RSTORE_LEASE_NAME", default_value = "rstore-operator")]
         lease_name: String,
-        /// Namespace of that Lease (the operator's own).
+        /// The operator's own namespace: where its Lease is, and the only
+        /// one the stores' NetworkPolicies admit the operator from.
         #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
         lease_namespace: String,
         /// This replica's identity in the Lease (its pod name).
@@ -211,6 +212,7 @@ fn main() -> ExitCode {
             network_policy,
         } => {
             init_tracing(&log_level, log_json);
+            let operator_namespace = lease_namespace.clone();
             let lease = leader_elect.then(|| {
                 let duration = Duration::from_secs(lease_seconds.max(3));
                 rstore_operator::controller::lease::LeaseSettings {
@@ -229,6 +231,7 @@ fn main() -> ExitCode {
                 admin_timeout_ms,
                 lease,
                 network_policy,
+                operator_namespace,
             ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(err) => {
@@ -357,6 +360,7 @@ async fn run(
     admin_timeout_ms: u64,
     lease: Option<rstore_operator::controller::lease::LeaseSettings>,
     network_policy: bool,
+    operator_namespace: String,
 ) -> Result<(), String> {
     use rstore_operator::controller::{self, Context, Settings, lease as election};
     use rstore_operator::coordination::HttpNodeAdmin;
@@ -375,6 +379,7 @@ async fn run(
         Settings {
             default_image: node_image,
             network_policy,
+            operator_namespace,
         },
     ));
     let listener = tokio::net::TcpListener::bind(listen)
@@ -385,18 +390,19 @@ async fn run(
     let client = ctx.client.clone();
     // Standing by, the replica still serves /healthz (it is healthy).
     let active = async {
-        if let Some(lease) = &lease {
-            election::acquire(&client, lease).await;
-        }
+        let renewed_at = match &lease {
+            Some(lease) => Some(election::acquire(&client, lease).await),
+            None => None,
+        };
         tokio::select! {
             () = controller::run(ctx, watch_namespace) => {
                 tracing::info!("controller stopped");
                 Ok(())
             }
             () = async {
-                match &lease {
-                    Some(lease) => election::keep(&client, lease).await,
-                    None => std::future::pending().await,
+                match (&lease, renewed_at) {
+                    (Some(lease), Some(at)) => election::keep(&client, lease, at).await,
+                    _ => std::future::pending().await,
                 }
             } => Err("lost the operator lease: stopping so a standby can act alone".to_string()),
         }

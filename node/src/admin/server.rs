@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::types::*;
+use crate::config::same_secret;
 use crate::context::Shared;
 use crate::engine::EngineError;
 use crate::stats::HistogramCounts;
@@ -65,11 +66,6 @@ async fn require_token(State(s): State<AppState>, request: Request, next: Next) 
             "this call needs the admin token: Authorization: Bearer <token>",
         ),
     }
-}
-
-/// Equality that takes as long whatever the first differing byte.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Serve the admin API until `shutdown` turns true.

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use super::util::glob_match;
 use super::{Action, COMMANDS, Ctx};
 use crate::admin::{LinkStatus, ReplicationMode, Role};
+use crate::config::same_secret;
 use crate::context::Shared;
 use crate::resp::string_to_i64;
 use crate::resp::{Frame, Protocol};
@@ -168,7 +169,7 @@ fn check_password(ctx: &mut Ctx<'_>, user: &[u8], pass: &[u8]) -> bool {
             false
         }
         Some(expected) => {
-            if user == b"default" && constant_time_eq(pass, expected.as_bytes()) {
+            if user == b"default" && same_secret(pass, expected.as_bytes()) {
                 ctx.sess.authed = true;
                 true
             } else {
@@ -177,13 +178,6 @@ fn check_password(ctx: &mut Ctx<'_>, user: &[u8], pass: &[u8]) -> bool {
             }
         }
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub(super) fn auth(ctx: &mut Ctx<'_>, args: &[Bytes]) -> Action {

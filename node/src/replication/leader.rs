@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::wire::{self, Decision, Hello, HelloReply, Message, WireError};
+use crate::config::same_secret;
 use crate::context::Shared;
 use crate::domain::{FollowerState, Role};
 use crate::engine::{Engine, FollowerProgress, RoleState};
@@ -79,7 +80,10 @@ async fn serve_follower(
         Err(_) => return Err(refuse(&mut stream, "no hello within 10s".into()).await),
     };
     if let Some(expected) = &shared.config.requirepass
-        && hello.password.as_deref() != Some(expected.as_str())
+        && !hello
+            .password
+            .as_deref()
+            .is_some_and(|given| same_secret(given.as_bytes(), expected.as_bytes()))
     {
         return Err(refuse(
             &mut stream,

@@ -43,6 +43,11 @@
 //!   still loading a snapshot are never chosen.
 //! - Promote it at the target epoch; repoint every other answering member
 //!   (the old leader too when it returns: it truncates its diverged tail).
+//!   A promotion that has not succeeded within [`STEP_GRACE_MS`] moves to
+//!   another fenced member that holds the chosen one's whole log, if any
+//!   (else it is retried, and `FailoverBlocked` says why); members that
+//!   still do not follow after [`STEP_GRACE_MS`] no longer hold back the
+//!   relabel (an event names them; the steady state repoints them).
 //! - Relabel: leader label off the old pod before it goes on the new one
 //!   (an empty leader Service beats a wrong one); the follower label only
 //!   on members following the leader at its epoch. A member that misses
@@ -54,9 +59,10 @@
 //!   after which the highest member is kept, usually the old leader), then
 //!   fence the rest and go on as above with the target preferred.
 //! - A leader whose pod is being deleted but still answers (it hands over
-//!   on SIGTERM: fenced, streaming its tail) is replaced by a switchover to
-//!   the most up-to-date follower, so nothing it acknowledged is lost even
-//!   in async mode; once it stops answering it is simply failed over.
+//!   on SIGTERM: fenced at its own epoch, streaming its tail) is replaced by
+//!   a switchover to the most up-to-date follower, whether or not it has
+//!   fenced itself yet, so nothing it acknowledged is lost even in async
+//!   mode; once it stops answering it is simply failed over.
 //! - Scale-down: when the desired member count leaves out the leader's
 //!   ordinal, a switchover to the most up-to-date follower that stays
 //!   comes first; [`statefulset_replicas`] keeps the leader's pod until then.
@@ -408,6 +414,12 @@ pub enum EventReason {
     Promoted,
     FailoverBlocked,
     FailoverCompleted,
+    /// The chosen member's promotion kept failing; another member that
+    /// holds its whole log is promoted instead.
+    PromotionRetargeted,
+    /// Members that answer but did not follow the new leader in time; the
+    /// labels move without them.
+    RepointIncomplete,
 }
 
 impl EventReason {
@@ -418,6 +430,8 @@ impl EventReason {
             EventReason::Promoted => "Promoted",
             EventReason::FailoverBlocked => "FailoverBlocked",
             EventReason::FailoverCompleted => "FailoverCompleted",
+            EventReason::PromotionRetargeted => "PromotionRetargeted",
+            EventReason::RepointIncomplete => "RepointIncomplete",
         }
     }
 
@@ -425,7 +439,10 @@ impl EventReason {
     pub fn is_warning(self) -> bool {
         matches!(
             self,
-            EventReason::FailoverStarted | EventReason::FailoverBlocked
+            EventReason::FailoverStarted
+                | EventReason::FailoverBlocked
+                | EventReason::PromotionRetargeted
+                | EventReason::RepointIncomplete
         )
     }
 }
@@ -501,6 +518,23 @@ pub fn decide(obs: &Observation) -> Plan {
         .filter(|m| m.leads_at(max_epoch))
         .collect();
     let recorded = obs.recorded.leader.as_deref().and_then(|l| obs.member(l));
+    if let (true, Some(old)) = (claimants.is_empty(), recorded)
+        && let Some(target) = hand_over_target(obs, old, max_epoch)
+    {
+        let message = format!(
+            "leader {} is being deleted and fenced itself to hand over: switchover to {target}",
+            old.name
+        );
+        start_failover(
+            obs,
+            &mut plan,
+            FailoverReason::Switchover,
+            Some(&old.name),
+            Some(&target),
+            message,
+        );
+        return plan;
+    }
     match (claimants.as_slice(), recorded) {
         ([leader], _) => {
             plan.record.leader = Some(leader.name.clone());
@@ -715,6 +749,45 @@ fn account_returning_leader(obs: &Observation, plan: &mut Plan) {
     }
 }
 
+/// How long a failover retries one member's promotion, or waits for every
+/// member to follow the new leader, before it moves on without it.
+pub const STEP_GRACE_MS: u64 = 2_000;
+
+/// Another fenced member whose log holds all of `chosen`'s (same or higher
+/// (log epoch, end)): promoting it instead loses nothing the safety rule
+/// protected, as the chooser could have picked it on a tie.
+fn as_complete_candidate<'a>(
+    obs: &'a Observation,
+    chosen: &MemberView,
+    epoch: u64,
+) -> Option<&'a MemberView> {
+    let needed = chosen.log_position()?;
+    obs.members
+        .iter()
+        .filter(|m| {
+            m.name != chosen.name
+                && m.is_fenced_at(epoch)
+                && !m.loading_snapshot()
+                && m.log_position().is_some_and(|p| p >= needed)
+        })
+        .max_by_key(|m| (m.log_position(), std::cmp::Reverse(m.ordinal)))
+}
+
+/// A leader whose pod is being deleted fences itself on SIGTERM (at its
+/// own epoch) and keeps streaming its tail until a follower holds its
+/// whole log: while it does, the failover is a switchover to the most
+/// up-to-date streaming follower (which waits for that tail), not a
+/// failover that would fence the followers at once and cut the stream.
+fn hand_over_target(obs: &Observation, old: &MemberView, epoch: u64) -> Option<String> {
+    let handing_over = old.presence == Presence::Deleting
+        && old
+            .status()
+            .is_some_and(|s| s.role == Role::Leader && s.fenced && s.epoch == epoch);
+    handing_over
+        .then(|| best_follower(obs, old, epoch, i32::MAX))
+        .flatten()
+}
+
 /// When the desired member count leaves the leader's ordinal out, the
 /// member to hand leadership to first: the most up-to-date streaming
 /// follower that stays, lowest ordinal on ties.
@@ -899,6 +972,7 @@ fn continue_failover(obs: &Observation, plan: &mut Plan, mut fo: FailoverProgres
                 match chosen {
                     Some(c) if c.leads_at(fo.epoch) => {
                         fo.promote_ms = now.saturating_sub(fo.phase_started_at_ms);
+                        fo.blocked = None;
                         fo.phase = Phase::Repointing;
                         fo.phase_started_at_ms = now;
                         plan.record.leader = Some(c.name.clone());
@@ -909,8 +983,38 @@ fn continue_failover(obs: &Observation, plan: &mut Plan, mut fo: FailoverProgres
                         ));
                     }
                     Some(c) if c.is_fenced_at(fo.epoch) => {
+                        let waited = now.saturating_sub(fo.phase_started_at_ms);
+                        let mut promote = c;
+                        if waited >= STEP_GRACE_MS {
+                            if let Some(other) = as_complete_candidate(obs, c, fo.epoch) {
+                                plan.events.push(Event::new(
+                                    EventReason::PromotionRetargeted,
+                                    format!(
+                                        "promoting {} did not succeed within {waited} ms; promoting {} instead, which holds its whole log",
+                                        c.name, other.name
+                                    ),
+                                ));
+                                fo.new_leader = Some(other.name.clone());
+                                fo.phase_started_at_ms = now;
+                                fo.blocked = None;
+                                promote = other;
+                            } else {
+                                let why = format!(
+                                    "promoting {} keeps failing and no other fenced member holds its whole log; retrying it",
+                                    c.name
+                                );
+                                if fo.blocked.as_deref() != Some(why.as_str()) {
+                                    plan.events.push(Event::new(
+                                        EventReason::FailoverBlocked,
+                                        why.clone(),
+                                    ));
+                                }
+                                plan.waiting = Some(why.clone());
+                                fo.blocked = Some(why);
+                            }
+                        }
                         plan.steps.push(Step::Promote {
-                            member: c.name.clone(),
+                            member: promote.name.clone(),
                             epoch: fo.epoch,
                         });
                         break;
@@ -946,18 +1050,36 @@ fn continue_failover(obs: &Observation, plan: &mut Plan, mut fo: FailoverProgres
                     return;
                 };
                 if fo.phase == Phase::Repointing {
-                    for m in &obs.members {
-                        if m.name != leader.name
-                            && m.status().is_some()
-                            && !m.follows(leader, fo.epoch)
-                        {
-                            plan.steps.push(follow_step(m, leader, fo.epoch));
-                        }
-                    }
-                    if !plan.steps.is_empty() {
+                    let stragglers: Vec<&MemberView> = obs
+                        .members
+                        .iter()
+                        .filter(|m| {
+                            m.name != leader.name
+                                && m.status().is_some()
+                                && !m.follows(leader, fo.epoch)
+                        })
+                        .collect();
+                    let waited = now.saturating_sub(fo.phase_started_at_ms);
+                    if !stragglers.is_empty() && waited < STEP_GRACE_MS {
+                        plan.steps
+                            .extend(stragglers.iter().map(|m| follow_step(m, leader, fo.epoch)));
                         break;
                     }
-                    fo.repoint_ms = now.saturating_sub(fo.phase_started_at_ms);
+                    if !stragglers.is_empty() {
+                        // Writes wait for the leader label: a member that
+                        // answers but keeps refusing to follow must not hold
+                        // it back. It is repointed in the steady state.
+                        let names: Vec<&str> = stragglers.iter().map(|m| m.name.as_str()).collect();
+                        plan.events.push(Event::new(
+                            EventReason::RepointIncomplete,
+                            format!(
+                                "{} did not follow {} within {waited} ms; relabelling without them (they are repointed later)",
+                                names.join(", "),
+                                leader.name
+                            ),
+                        ));
+                    }
+                    fo.repoint_ms = waited;
                     fo.phase = Phase::Relabeling;
                     fo.phase_started_at_ms = now;
                 }

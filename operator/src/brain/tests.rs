@@ -25,6 +25,9 @@ struct SimNode {
     label: Option<RoleLabel>,
     snapshot: bool,
     last_seen: Option<LastSeen>,
+    /// Answers `/status` but refuses `/follow` (or `/promote`).
+    refuse_follow: bool,
+    refuse_promote: bool,
 }
 
 impl SimNode {
@@ -98,6 +101,8 @@ impl Sim {
                 }),
                 snapshot: false,
                 last_seen: None,
+                refuse_follow: false,
+                refuse_promote: false,
             })
             .collect();
         let mut sim = Sim {
@@ -208,7 +213,7 @@ impl Sim {
             }
             Step::Promote { member, epoch } => {
                 let n = self.node(member);
-                if !n.up() || *epoch < n.epoch || *epoch <= n.log_epoch {
+                if !n.up() || n.refuse_promote || *epoch < n.epoch || *epoch <= n.log_epoch {
                     return Err(format!("promote {member} refused"));
                 }
                 n.role = Role::Leader;
@@ -227,7 +232,7 @@ impl Sim {
             } => {
                 let pos = leader_pos(self, leader_addr);
                 let n = self.node(member);
-                if !n.up() || *epoch < n.epoch {
+                if !n.up() || n.refuse_follow || *epoch < n.epoch {
                     return Err(format!("follow {member} refused"));
                 }
                 n.role = Role::Follower;
@@ -1203,6 +1208,38 @@ fn a_leader_pod_being_deleted_hands_over_by_switchover_and_loses_nothing_even_in
 }
 
 #[test]
+fn a_leader_being_deleted_that_fenced_itself_hands_over_before_any_follower_is_fenced() {
+    let mut sim = Sim::healthy(3, 2);
+    sim.settings.mode = ReplicationMode::Async;
+    // SIGTERM: it fenced itself at its own epoch with a tail not yet streamed.
+    sim.node("rs-0").end = 1400;
+    sim.node("rs-0").committed = 1400;
+    sim.node("rs-0").fenced = true;
+    sim.node("rs-0").presence = Presence::Deleting;
+    sim.now += 500;
+    sim.probe();
+    let plans = sim.pass();
+    let fo = plans.last().unwrap().record.failover.clone().unwrap();
+    assert_eq!(fo.reason, FailoverReason::Switchover);
+    assert_eq!(fo.phase, Phase::CatchingUp);
+    assert_eq!(fo.target.as_deref(), Some("rs-1"));
+    assert!(
+        !sim.node("rs-1").fenced && !sim.node("rs-2").fenced,
+        "a fenced follower would stop taking the tail: {:?}",
+        steps(&plans)
+    );
+    // The tail arrives, the old leader exits; nothing it acknowledged is lost.
+    sim.node("rs-1").end = 1400;
+    sim.kill("rs-0");
+    let plans = sim.settle();
+    let done = completed(&plans).unwrap();
+    assert_eq!(done.reason, FailoverReason::Switchover);
+    assert_eq!(done.new_leader, "rs-1");
+    assert_eq!(done.lost_bytes, 0);
+    assert_eq!(sim.leaders(), ["rs-1"]);
+}
+
+#[test]
 fn a_deleted_leader_that_already_exited_is_failed_over_at_once() {
     let mut sim = Sim::healthy(3, 2);
     sim.node("rs-0").presence = Presence::Deleting;
@@ -1258,4 +1295,76 @@ fn in_async_mode_the_returning_old_leader_corrects_the_bytes_lost() {
     sim.settle();
     assert_eq!(sim.recorded.last_failover.as_ref().unwrap().lost_bytes, 600);
     assert_eq!(sim.node("rs-0").end, 1000);
+}
+
+// ---------------------------------------------------------------- steps that keep failing
+
+#[test]
+fn a_member_that_keeps_refusing_to_follow_does_not_keep_the_leader_label_off_the_new_leader() {
+    let mut sim = Sim::healthy(3, 2);
+    sim.node("rs-2").refuse_follow = true;
+    sim.kill("rs-0");
+    let plans = sim.settle();
+    let done = completed(&plans).expect("the failover completes without rs-2");
+    assert_eq!(done.new_leader, "rs-1");
+    assert!(done.repoint_ms >= STEP_GRACE_MS);
+    assert_eq!(sim.labelled(RoleLabel::Leader), ["rs-1"]);
+    assert!(
+        sim.labelled(RoleLabel::Follower).is_empty(),
+        "rs-2 follows nobody: it is in no Service"
+    );
+    let why = plans
+        .iter()
+        .flat_map(|p| &p.events)
+        .find(|e| e.reason == EventReason::RepointIncomplete)
+        .unwrap();
+    assert!(why.message.contains("rs-2"), "{}", why.message);
+    // The steady state keeps repointing it, and labels it once it follows.
+    sim.node("rs-2").refuse_follow = false;
+    sim.settle();
+    assert_eq!(sim.labelled(RoleLabel::Follower), ["rs-2"]);
+}
+
+#[test]
+fn a_promotion_that_keeps_failing_moves_to_a_member_holding_the_whole_log() {
+    let mut sim = Sim::healthy(3, 2);
+    sim.node("rs-1").refuse_promote = true;
+    sim.kill("rs-0");
+    let plans = sim.settle();
+    let done = completed(&plans).expect("another member is promoted");
+    assert_eq!(done.new_leader, "rs-2");
+    assert_eq!(done.lost_bytes, 0);
+    assert!(events(&plans).contains(&EventReason::PromotionRetargeted));
+    assert_eq!(sim.leaders(), ["rs-2"]);
+    assert_eq!(sim.labelled(RoleLabel::Leader), ["rs-2"]);
+}
+
+#[test]
+fn a_promotion_that_keeps_failing_is_retried_when_no_other_member_holds_the_whole_log() {
+    let mut sim = Sim::healthy(3, 2);
+    sim.node("rs-1").end = 1200; // acknowledged writes rs-2 does not have
+    sim.node("rs-1").refuse_promote = true;
+    sim.kill("rs-0");
+    let plans = sim.settle();
+    assert!(completed(&plans).is_none());
+    assert!(sim.leaders().is_empty(), "rs-2 would lose 200 bytes");
+    assert!(!steps(&plans).contains(&Step::Promote {
+        member: "rs-2".into(),
+        epoch: 3
+    }));
+    let fo = sim.recorded.failover.clone().unwrap();
+    assert_eq!(fo.new_leader.as_deref(), Some("rs-1"));
+    assert!(fo.blocked.unwrap().contains("no other fenced member"));
+    assert_eq!(
+        events(&plans)
+            .iter()
+            .filter(|e| **e == EventReason::FailoverBlocked)
+            .count(),
+        1,
+        "said once"
+    );
+    // Once it can, it is promoted.
+    sim.node("rs-1").refuse_promote = false;
+    let plans = sim.settle();
+    assert_eq!(completed(&plans).unwrap().new_leader, "rs-1");
 }

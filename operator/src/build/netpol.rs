@@ -1,9 +1,12 @@
 //! Optional NetworkPolicy (operator flag `--network-policy`, chart value
 //! `networkPolicy.enabled`): clients reach the RESP port from anywhere; the
 //! replication and admin ports only from the store's own members and from
-//! the operator's pods (label `app.kubernetes.io/name=rstore-operator`, any
-//! namespace). The admin token guards the admin API anyway; this closes
-//! the ports themselves. Metrics scrapers need a rule of their own.
+//! the operator's pods (label `app.kubernetes.io/name=rstore-operator`) in
+//! the operator's own namespace only: pod labels are anyone's to set in a
+//! namespace of their own, the `kubernetes.io/metadata.name` label of a
+//! namespace is set by the API server. The admin token guards the admin API
+//! anyway; this closes the ports themselves. Metrics scrapers need a rule
+//! of their own. With the flag off, the driver deletes the policy it made.
 
 use std::collections::BTreeMap;
 
@@ -29,8 +32,12 @@ fn port(number: i32) -> NetworkPolicyPort {
     }
 }
 
-/// The store's NetworkPolicy (`<name>`).
-pub fn build(store: &ValidatedStore) -> NetworkPolicy {
+/// Namespace label the API server sets to the namespace's own name.
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// The store's NetworkPolicy (`<name>`); `operator_namespace`: where the
+/// operator's pods run.
+pub fn build(store: &ValidatedStore, operator_namespace: &str) -> NetworkPolicy {
     let members = NetworkPolicyPeer {
         pod_selector: Some(LabelSelector {
             match_labels: Some(labels::selector_labels(&store.name)),
@@ -39,7 +46,13 @@ pub fn build(store: &ValidatedStore) -> NetworkPolicy {
         ..NetworkPolicyPeer::default()
     };
     let operator = NetworkPolicyPeer {
-        namespace_selector: Some(LabelSelector::default()),
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                NAMESPACE_NAME_LABEL.to_string(),
+                operator_namespace.to_string(),
+            )])),
+            ..LabelSelector::default()
+        }),
         pod_selector: Some(LabelSelector {
             match_labels: Some(BTreeMap::from([(
                 "app.kubernetes.io/name".to_string(),
@@ -80,7 +93,7 @@ mod tests {
 
     #[test]
     fn clients_reach_resp_and_only_members_and_the_operator_reach_the_rest() {
-        let np = build(&store("  {}"));
+        let np = build(&store("  {}"), "rstore-system");
         let spec = np.spec.unwrap();
         let rules = spec.ingress.unwrap();
         assert_eq!(rules.len(), 2);
@@ -121,5 +134,29 @@ mod tests {
             OPERATOR_APP_NAME
         );
         assert_eq!(np.metadata.owner_references.unwrap()[0].uid, "u-1");
+    }
+
+    #[test]
+    fn the_operator_is_admitted_from_its_own_namespace_only() {
+        let np = build(&store("  {}"), "rstore-system");
+        let rules = np.spec.unwrap().ingress.unwrap();
+        let operator = &rules[1].from.as_ref().unwrap()[1];
+        let namespaces = operator.namespace_selector.as_ref().unwrap();
+        assert_eq!(
+            namespaces.match_labels,
+            Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".to_string(),
+                "rstore-system".to_string()
+            )])),
+            "an empty selector admits pods labelled as the operator in any namespace"
+        );
+        assert!(namespaces.match_expressions.is_none());
+        // Members are matched in the store's own namespace (no namespace
+        // selector: the policy's namespace).
+        assert!(
+            rules[1].from.as_ref().unwrap()[0]
+                .namespace_selector
+                .is_none()
+        );
     }
 }

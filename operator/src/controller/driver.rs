@@ -1,7 +1,9 @@
 //! The Kubernetes driver of the failover brain: one task per
 //! ReplicatedStore that probes its members on its own timer (every
-//! `probePeriodMs`), wakes at once when reconcile sees a pod change (a
-//! leader pod deleted), runs [`coordination::run_pass`], records the
+//! `probePeriodMs`, [`ProbeClock`]), wakes at once when reconcile sees a
+//! pod change (a leader pod deleted; such a pass reacts but its failed
+//! probes do not count toward `failureThreshold`), runs
+//! [`coordination::run_pass`], records the
 //! brain's state in the resource's status (server-side apply, the whole
 //! status every time, so the leader is never dropped), moves the role
 //! labels on pods and publishes an Event per phase.
@@ -27,7 +29,7 @@ use super::{Context, members, publish, publish_about, selector_string, status};
 use crate::brain::{Event, FailoverReason, Plan, RoleLabel, Settings, Step};
 use crate::build::pod::RESTART_HASH_ANNOTATION;
 use crate::coordination::admin::AdminToken;
-use crate::coordination::{self, Driver, Member, PassInput, ProbeTracker};
+use crate::coordination::{self, Driver, Member, PassInput, ProbeClock, ProbeTracker, Wake};
 use crate::crd::{MemberStatus, ReplicatedStore, ReplicatedStoreStatus};
 use crate::error::Error;
 use crate::labels::{self, ROLE_LABEL};
@@ -139,10 +141,18 @@ fn millis(value: i32) -> Duration {
 
 async fn run(ctx: Arc<Context>, mut spec: watch::Receiver<ValidatedStore>, poke: Arc<Notify>) {
     let mut state = TaskState::default();
+    let mut period = probe_period(&spec.borrow());
+    let mut clock = ProbeClock::new(period);
+    let mut busy = false;
     loop {
+        // A failover in progress is driven on a short timer too.
+        let wake = clock
+            .next(&poke, busy.then(|| period.min(QUICK_PASS)))
+            .await;
         let validated = spec.borrow_and_update().clone();
-        let period = millis(validated.spec.failover.probe_period_ms).max(Duration::from_millis(50));
-        let busy = match pass(&ctx, &validated, &mut state).await {
+        period = probe_period(&validated);
+        clock.set_period(period);
+        busy = match pass(&ctx, &validated, &mut state, wake).await {
             Ok(Some(busy)) => busy,
             Ok(None) => return, // the resource is gone
             Err(err) => {
@@ -151,17 +161,14 @@ async fn run(ctx: Arc<Context>, mut spec: watch::Receiver<ValidatedStore>, poke:
                 false
             }
         };
-        // A failover in progress is driven on a short timer.
-        let wait = if busy {
-            period.min(Duration::from_millis(100))
-        } else {
-            period
-        };
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = poke.notified() => {}
-        }
     }
+}
+
+/// How soon a pass follows one that left a failover under way.
+const QUICK_PASS: Duration = Duration::from_millis(100);
+
+fn probe_period(validated: &ValidatedStore) -> Duration {
+    millis(validated.spec.failover.probe_period_ms).max(Duration::from_millis(50))
 }
 
 /// One pass; `Ok(None)` when the resource no longer exists, else whether
@@ -170,6 +177,7 @@ pub(crate) async fn pass(
     ctx: &Arc<Context>,
     validated: &ValidatedStore,
     state: &mut TaskState,
+    wake: Wake,
 ) -> Result<Option<bool>, Error> {
     let TaskState {
         tracker,
@@ -217,8 +225,8 @@ pub(crate) async fn pass(
     )
     .await;
     let now = coordination::now_ms();
+    tracker.record_pass(&members, &probes, now, wake);
     for (member, probe) in members.iter().zip(&probes) {
-        tracker.record(&member.name, probe, now);
         if let Ok(reported) = probe
             && let Some(settings) = &reported.settings
         {
@@ -505,7 +513,7 @@ async fn apply_settings(
 /// A follower further behind than this is not caught up (rolling update).
 const ROLLOUT_MAX_LAG_BYTES: u64 = 1 << 20;
 /// A rolling update waiting this long on one member is stuck.
-const ROLLOUT_STUCK_AFTER_MS: u64 = 10 * 60 * 1000;
+pub(crate) const ROLLOUT_STUCK_AFTER_MS: u64 = 10 * 60 * 1000;
 /// The pod label holding its StatefulSet revision.
 const REVISION_LABEL: &str = "controller-revision-hash";
 

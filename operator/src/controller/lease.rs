@@ -5,10 +5,14 @@
 //! optimistic concurrency (resourceVersion), so two candidates can never
 //! both win one round. An active replica that cannot renew within
 //! `duration` stops (its process exits and restarts as a standby): it must
-//! not go on acting once another may have taken over. The failover brain's
+//! not go on acting once another may have taken over. Every API call of a
+//! round is bounded by the time left before that point ([`call_budget`]),
+//! so a call that hangs (a partitioned API server, a stuck connection)
+//! cannot keep this replica acting past its lease. The failover brain's
 //! state is in each store's status, so the new holder resumes any failover
 //! in progress.
 
+use std::future::Future;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -16,6 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Client;
 use kube::api::{Api, PostParams};
+use tokio::time::Instant;
 
 use crate::error::Error;
 
@@ -61,21 +66,67 @@ pub fn claim(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Claim {
     }
 }
 
-/// One round: renew or take the Lease when allowed. `Ok(true)` when this
-/// replica holds it afterwards.
-pub async fn try_acquire_or_renew(client: &Client, s: &LeaseSettings) -> Result<bool, Error> {
+/// Until when a replica that renewed (or took) the Lease with a round
+/// that began at `renewed_at` may act: one renewal period before the lease
+/// expires, so it has stopped before any standby may take over (a
+/// standby counts from the renew time written, which is taken when the
+/// round begins, never later).
+pub fn acting_deadline(renewed_at: Instant, s: &LeaseSettings) -> Instant {
+    renewed_at + s.duration.saturating_sub(s.renew_every)
+}
+
+/// Time an API call may take at `now` before `deadline`; `None` when none
+/// is left.
+pub fn call_budget(deadline: Instant, now: Instant) -> Option<Duration> {
+    deadline
+        .checked_duration_since(now)
+        .filter(|left| !left.is_zero())
+}
+
+/// Why a round did not settle who holds the Lease.
+#[derive(Debug, thiserror::Error)]
+pub enum RoundError {
+    #[error(transparent)]
+    Api(#[from] Error),
+    /// A call did not answer before `deadline`.
+    #[error("{0} did not answer before the lease deadline")]
+    Deadline(String),
+}
+
+/// `call` if it finishes before `deadline`.
+async fn bounded<T>(
+    deadline: Instant,
+    what: &str,
+    call: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<Result<T, kube::Error>, RoundError> {
+    let Some(budget) = call_budget(deadline, Instant::now()) else {
+        return Err(RoundError::Deadline(what.to_string()));
+    };
+    tokio::time::timeout(budget, call)
+        .await
+        .map_err(|_| RoundError::Deadline(what.to_string()))
+}
+
+/// One round: renew or take the Lease when allowed, each API call bounded
+/// by `deadline`. `Ok(true)` when this replica holds it afterwards.
+pub async fn try_acquire_or_renew(
+    client: &Client,
+    s: &LeaseSettings,
+    deadline: Instant,
+) -> Result<bool, RoundError> {
     let api: Api<Lease> = Api::namespaced(client.clone(), &s.namespace);
     let now = Timestamp::now();
-    let current = api
-        .get_opt(&s.name)
-        .await
-        .map_err(Error::kube(format!("get Lease {}", s.name)))?;
+    let get = format!("get Lease {}", s.name);
+    let current = bounded(deadline, &get, api.get_opt(&s.name))
+        .await?
+        .map_err(Error::kube(get))?;
     let decision = claim(
         current.as_ref().and_then(|l| l.spec.as_ref()),
         &s.identity,
         now,
     );
     let seconds = i32::try_from(s.duration.as_secs()).unwrap_or(15);
+    let write = format!("write Lease {}", s.name);
     let result = match (decision, current) {
         (Claim::Wait, _) => return Ok(false),
         (_, None) => {
@@ -94,7 +145,7 @@ pub async fn try_acquire_or_renew(client: &Client, s: &LeaseSettings) -> Result<
                     ..LeaseSpec::default()
                 }),
             };
-            api.create(&PostParams::default(), &lease).await
+            bounded(deadline, &write, api.create(&PostParams::default(), &lease)).await?
         }
         (decision, Some(mut lease)) => {
             let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
@@ -106,24 +157,32 @@ pub async fn try_acquire_or_renew(client: &Client, s: &LeaseSettings) -> Result<
             spec.lease_duration_seconds = Some(seconds);
             spec.renew_time = Some(MicroTime(now));
             // resourceVersion from the read: a concurrent writer makes this 409.
-            api.replace(&s.name, &PostParams::default(), &lease).await
+            bounded(
+                deadline,
+                &write,
+                api.replace(&s.name, &PostParams::default(), &lease),
+            )
+            .await?
         }
     };
     match result {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
-        Err(e) => Err(Error::kube(format!("write Lease {}", s.name))(e)),
+        Err(e) => Err(Error::kube(write)(e).into()),
     }
 }
 
-/// Wait until this replica holds the Lease.
-pub async fn acquire(client: &Client, s: &LeaseSettings) {
+/// Wait until this replica holds the Lease; returns when the winning round
+/// began (what [`keep`] counts the lease from).
+pub async fn acquire(client: &Client, s: &LeaseSettings) -> Instant {
     let mut announced = false;
     loop {
-        match try_acquire_or_renew(client, s).await {
+        let started = Instant::now();
+        // A round that ends past this would hold a lease already running out.
+        match try_acquire_or_renew(client, s, acting_deadline(started, s)).await {
             Ok(true) => {
                 tracing::info!(lease = %s.name, identity = %s.identity, "leading: this operator replica is active");
-                return;
+                return started;
             }
             Ok(false) if !announced => {
                 tracing::info!(lease = %s.name, identity = %s.identity, "standing by: another operator replica is active");
@@ -141,22 +200,37 @@ pub async fn acquire(client: &Client, s: &LeaseSettings) {
 /// How often a standby tries to take the lease.
 const STANDBY_RETRY: Duration = Duration::from_secs(1);
 
-/// Renew until a renewal has failed for `duration`; returns then (the
-/// caller must stop acting).
-pub async fn keep(client: &Client, s: &LeaseSettings) {
-    let mut last_renewed = tokio::time::Instant::now();
+/// Renew a lease won by a round that began at `renewed_at` until a renewal
+/// fails to finish before [`acting_deadline`]; returns then (the caller
+/// must stop acting).
+pub async fn keep(client: &Client, s: &LeaseSettings, renewed_at: Instant) {
+    let mut renewed_at = renewed_at;
+    let mut wait = s.renew_every;
     loop {
-        tokio::time::sleep(s.renew_every).await;
-        match try_acquire_or_renew(client, s).await {
-            Ok(true) => last_renewed = tokio::time::Instant::now(),
+        tokio::time::sleep(wait).await;
+        let started = Instant::now();
+        match try_acquire_or_renew(client, s, acting_deadline(renewed_at, s)).await {
+            Ok(true) => {
+                renewed_at = started;
+                wait = s.renew_every;
+            }
             Ok(false) => {
                 tracing::error!(lease = %s.name, "another operator replica took the lease");
                 return;
             }
-            Err(err) => tracing::warn!(%err, "cannot renew the lease"),
+            Err(RoundError::Deadline(what)) => {
+                tracing::error!(lease = %s.name, "{what} did not answer before the lease ran out; stopping");
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot renew the lease");
+                // Try again soon: the time left is the lease's, not a period's.
+                wait = s.renew_every.min(STANDBY_RETRY);
+            }
         }
-        // Stop before a standby may take over (renew_every < duration).
-        if last_renewed.elapsed() + s.renew_every >= s.duration {
+        // Stop before a standby may take over: the next round would begin
+        // with no time left to renew.
+        if call_budget(acting_deadline(renewed_at, s), Instant::now() + wait).is_none() {
             tracing::error!(lease = %s.name, "lease not renewed in time; stopping");
             return;
         }
@@ -175,6 +249,52 @@ mod tests {
             renew_time: Some(MicroTime(t)),
             ..LeaseSpec::default()
         }
+    }
+
+    fn settings() -> LeaseSettings {
+        LeaseSettings {
+            namespace: "ns".into(),
+            name: "l".into(),
+            identity: "a".into(),
+            duration: Duration::from_secs(15),
+            renew_every: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn a_holder_may_act_until_one_renewal_period_before_its_lease_expires() {
+        let renewed = Instant::now();
+        let deadline = acting_deadline(renewed, &settings());
+        assert_eq!(deadline, renewed + Duration::from_secs(10));
+        assert_eq!(
+            call_budget(deadline, renewed + Duration::from_secs(6)),
+            Some(Duration::from_secs(4)),
+            "a call made 6 s after the renewal may take what is left"
+        );
+        assert_eq!(call_budget(deadline, deadline), None);
+        assert_eq!(
+            call_budget(deadline, deadline + Duration::from_secs(1)),
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_that_hangs_is_cut_at_the_lease_deadline() {
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let hung = std::future::pending::<Result<(), kube::Error>>();
+        let started = Instant::now();
+        let result = bounded(deadline, "get Lease l", hung).await;
+        assert!(matches!(result, Err(RoundError::Deadline(_))));
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // Past the deadline a call is not even made.
+        let made = std::sync::atomic::AtomicBool::new(false);
+        let result = bounded(Instant::now(), "write Lease l", async {
+            made.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        })
+        .await;
+        assert!(matches!(result, Err(RoundError::Deadline(_))));
+        assert!(!made.load(std::sync::atomic::Ordering::SeqCst));
     }
 
     #[test]

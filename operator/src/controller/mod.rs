@@ -19,7 +19,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -46,6 +46,9 @@ pub struct Settings {
     /// Apply a NetworkPolicy per store that closes the replication and
     /// admin ports to all but members and the operator.
     pub network_policy: bool,
+    /// The namespace the operator's pods run in (`POD_NAMESPACE`): the
+    /// only one the NetworkPolicy admits the operator from.
+    pub operator_namespace: String,
 }
 
 /// Shared by every reconcile and the HTTP server.
@@ -239,11 +242,43 @@ async fn apply_all(ctx: &Context, namespace: &str, objects: &Objects) -> Result<
     Ok(())
 }
 
+/// Apply the store's NetworkPolicy, or with the setting off delete the
+/// one an earlier run made (ours: owned by this store), so turning the
+/// flag off does not leave the ports closed by a policy nobody updates.
 async fn apply_network_policy(ctx: &Context, store: &ValidatedStore) -> Result<(), Error> {
     if ctx.settings.network_policy {
-        apply::<NetworkPolicy>(ctx, &store.namespace, &crate::build::netpol::build(store)).await?;
+        let policy = crate::build::netpol::build(store, &ctx.settings.operator_namespace);
+        return apply::<NetworkPolicy>(ctx, &store.namespace, &policy).await;
     }
-    Ok(())
+    let api: Api<NetworkPolicy> = Api::namespaced(ctx.client.clone(), &store.namespace);
+    let Some(existing) = api
+        .get_opt(&store.name)
+        .await
+        .map_err(Error::kube(format!("get NetworkPolicy {}", store.name)))?
+    else {
+        return Ok(());
+    };
+    let ours = store.owner.as_ref().is_some_and(|owner| {
+        existing
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == owner.uid)
+    });
+    if !ours {
+        return Ok(());
+    }
+    match api.delete(&store.name, &DeleteParams::default()).await {
+        Ok(_) => {
+            tracing::info!(name = %store.name, namespace = %store.namespace, "network policy turned off: deleted the store's NetworkPolicy");
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(Error::kube(format!("delete NetworkPolicy {}", store.name))(
+            e,
+        )),
+    }
 }
 
 /// Publish an Event; failing to is logged, never fatal.

@@ -16,6 +16,7 @@ use kube::client::Body;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::coordination::Wake;
 use crate::coordination::fake::FakeNodes;
 use crate::live_settings as live;
 use crate::validate::validate;
@@ -139,14 +140,23 @@ impl FakeApi {
 }
 
 fn ctx_for(client: Client, nodes: Arc<FakeNodes>) -> Arc<Context> {
+    ctx_with(client, nodes, test_settings())
+}
+
+fn test_settings() -> Settings {
+    Settings {
+        default_image: Some("rstore:test".into()),
+        network_policy: false,
+        operator_namespace: "rstore-system".into(),
+    }
+}
+
+fn ctx_with(client: Client, nodes: Arc<FakeNodes>, settings: Settings) -> Arc<Context> {
     Arc::new(Context::new(
         client,
         Arc::new(Metrics::default()),
         nodes,
-        Settings {
-            default_image: Some("rstore:test".into()),
-            network_policy: false,
-        },
+        settings,
     ))
 }
 
@@ -181,10 +191,19 @@ fn answer(state: &mut ApiState, seen: &Seen) -> (u16, Value) {
             state.secrets.insert(name, stored.clone());
             (201, stored)
         }
+        ("DELETE", p) if p.starts_with(NETWORKING) => match state.objects.remove(p) {
+            Some(o) => (200, o),
+            None => (
+                404,
+                json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                       "reason": "NotFound", "code": 404, "message": "not found"}),
+            ),
+        },
         ("GET", p)
             if p.starts_with("/apis/apps/v1/")
                 || p.starts_with("/api/v1/namespaces/ns/services/")
-                || p.starts_with("/apis/policy/v1/") =>
+                || p.starts_with("/apis/policy/v1/")
+                || p.starts_with(NETWORKING) =>
         {
             match state.objects.get(p) {
                 Some(o) => (200, o.clone()),
@@ -302,9 +321,18 @@ async fn run(
     pods: Vec<Value>,
     nodes: Arc<FakeNodes>,
 ) -> (Result<Action, Error>, Vec<Seen>) {
-    let api = FakeApi::new(store, pods);
+    run_in(&FakeApi::new(store, pods), store, nodes, test_settings()).await
+}
+
+/// [`run`] against `api` with these controller settings.
+async fn run_in(
+    api: &FakeApi,
+    store: &ReplicatedStore,
+    nodes: Arc<FakeNodes>,
+    settings: Settings,
+) -> (Result<Action, Error>, Vec<Seen>) {
     let (client, server) = api.client();
-    let ctx = ctx_for(client, nodes);
+    let ctx = ctx_with(client, nodes, settings);
     let result = reconcile(Arc::new(store.clone()), ctx.clone()).await;
     if let Err(err) = &result {
         error_policy(Arc::new(store.clone()), err, ctx.clone());
@@ -322,6 +350,8 @@ async fn run(
 }
 
 const STS: &str = "/apis/apps/v1/namespaces/ns/statefulsets/rs";
+const NETWORKING: &str = "/apis/networking.k8s.io/";
+const NETPOL: &str = "/apis/networking.k8s.io/v1/namespaces/ns/networkpolicies/rs";
 const STATUS: &str = "/apis/rstore.dev/v1alpha1/namespaces/ns/replicatedstores/rs/status";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/ns/events";
 
@@ -416,6 +446,60 @@ async fn scale_down_keeps_the_recorded_leader_and_says_why() {
 }
 
 #[tokio::test]
+async fn the_network_policy_admits_the_operator_from_its_own_namespace_only() {
+    let settings = Settings {
+        network_policy: true,
+        ..test_settings()
+    };
+    let s = store(json!({}));
+    let api = FakeApi::new(&s, vec![]);
+    let (result, seen) = run_in(&api, &s, Arc::new(FakeNodes::default()), settings).await;
+    assert!(result.is_ok());
+    let policy = seen.iter().find(|s| s.is("PATCH", NETPOL)).unwrap();
+    assert_eq!(
+        policy.body["spec"]["ingress"][1]["from"][1]["namespaceSelector"],
+        json!({"matchLabels": {"kubernetes.io/metadata.name": "rstore-system"}})
+    );
+}
+
+#[tokio::test]
+async fn turning_the_network_policy_off_deletes_the_one_the_operator_made() {
+    let s = store(json!({}));
+    let owned = |uid: &str| {
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+               "metadata": {"name": "rs", "namespace": "ns", "ownerReferences": [{
+                   "apiVersion": "rstore.dev/v1alpha1", "kind": "ReplicatedStore",
+                   "name": "rs", "uid": uid, "controller": true}]},
+               "spec": {"podSelector": {}}})
+    };
+    let api = FakeApi::new(&s, vec![]);
+    api.state
+        .lock()
+        .unwrap()
+        .objects
+        .insert(NETPOL.to_string(), owned("uid-1"));
+    let (result, seen) = run_in(&api, &s, Arc::new(FakeNodes::default()), test_settings()).await;
+    assert!(result.is_ok());
+    assert!(seen.iter().any(|s| s.is("DELETE", NETPOL)), "{seen:#?}");
+    assert!(!api.state.lock().unwrap().objects.contains_key(NETPOL));
+
+    // Someone else's policy of that name is left alone; none is no error.
+    let theirs = FakeApi::new(&s, vec![]);
+    theirs
+        .state
+        .lock()
+        .unwrap()
+        .objects
+        .insert(NETPOL.to_string(), owned("uid-other"));
+    let (result, seen) = run_in(&theirs, &s, Arc::new(FakeNodes::default()), test_settings()).await;
+    assert!(result.is_ok());
+    assert!(!seen.iter().any(|s| s.method == "DELETE"));
+    let (result, seen) = run(&s, vec![], Arc::new(FakeNodes::default())).await;
+    assert!(result.is_ok());
+    assert!(!seen.iter().any(|s| s.method == "DELETE"));
+}
+
+#[tokio::test]
 async fn deleted_store_makes_no_requests() {
     let mut deleting = store(json!({}));
     deleting.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
@@ -491,10 +575,15 @@ impl Scenario {
 
     /// One driver pass (a probe tick); returns its requests.
     async fn pass(&mut self) -> Vec<Seen> {
+        self.pass_on(Wake::Timer).await
+    }
+
+    /// One driver pass woken by `wake`; returns its requests.
+    async fn pass_on(&mut self, wake: Wake) -> Vec<Seen> {
         let (client, server) = self.api.client();
         let ctx = ctx_for(client, self.nodes.clone());
         let validated = validate(&self.api.store(), Some("rstore:test")).unwrap();
-        driver::pass(&ctx, &validated, &mut self.state)
+        driver::pass(&ctx, &validated, &mut self.state, wake)
             .await
             .unwrap()
             .unwrap();
@@ -616,6 +705,28 @@ async fn a_dead_leader_is_failed_over_and_returns_as_a_follower_across_passes() 
         sc.written.iter().skip(1).all(|s| s.leader.is_some()),
         "no status written after bootstrap ever dropped the leader"
     );
+}
+
+/// Pod events wake the driver at once, but their probes are no timer
+/// ticks: a burst of them must not fail over a leader that has not missed
+/// `failureThreshold` probes on the probe timer.
+#[tokio::test]
+async fn passes_woken_by_pod_events_do_not_count_toward_the_failure_threshold() {
+    let mut sc = Scenario::new(json!({}), 3);
+    sc.reconcile().await;
+    sc.settle(5).await;
+    sc.nodes.set_down("rs-0", true);
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        seen.extend(sc.pass_on(Wake::Poke).await);
+    }
+    seen.extend(sc.pass().await);
+    seen.extend(sc.pass().await);
+    assert!(events(&seen).is_empty(), "{:?}", events(&seen));
+    assert_eq!(sc.api.status().epoch, 1);
+    let seen = sc.pass().await; // the third timed failure
+    assert!(events(&seen).contains(&"FailoverCompleted".to_string()));
+    assert_eq!(sc.api.status().leader.as_deref(), Some("rs-1"));
 }
 
 /// The bug: a leader pod that is deleted (and recreated by its StatefulSet)
@@ -781,6 +892,65 @@ async fn a_rolling_update_replaces_followers_first_and_the_leader_after_a_switch
     assert_ne!(status.leader.as_deref(), Some("rs-0"));
     assert_eq!(condition(&status, "Available").status, "True");
     assert_eq!(sc.api.label("rs-0").as_deref(), Some("follower"));
+}
+
+/// A replaced member whose new pod never turns Ready stops the update
+/// there: Degraded with reason RolloutStuck once it waited too long, and
+/// no other member is torn down.
+#[tokio::test]
+async fn a_rolling_update_stuck_on_a_member_that_never_becomes_ready_stops_and_says_so() {
+    let mut sc = Scenario::new(json!({}), 3);
+    sc.reconcile().await;
+    sc.api
+        .set_pods((0..3).map(|i| revisioned(i, None, "old")).collect());
+    sc.settle(5).await;
+    sc.api
+        .set_object_status(STS, json!({"updateRevision": "new", "replicas": 3}));
+    let seen = sc.pass().await;
+    let deleted: Vec<&str> = seen
+        .iter()
+        .filter(|s| s.method == "DELETE")
+        .map(|s| s.path.rsplit('/').next().unwrap())
+        .collect();
+    assert_eq!(deleted, ["rs-2"], "the highest follower goes first");
+    // Recreated at the new revision; its node runs but the pod never
+    // passes its readiness probe.
+    let mut pods = sc.api.state.lock().unwrap().pods.clone();
+    let mut unready = revisioned(2, None, "new");
+    unready["status"]["conditions"][0]["status"] = json!("False");
+    pods[2] = unready;
+    sc.api.set_pods(pods);
+    sc.nodes.restart("rs-2");
+    let mut seen = sc.settle(5).await;
+    let status = sc.api.status();
+    assert_eq!(condition(&status, "Progressing").reason, "RollingUpdate");
+    assert!(
+        condition(&status, "Progressing")
+            .message
+            .contains("rs-2 is not ready")
+    );
+    // Ten minutes and more pass waiting on it.
+    let (member, since) = sc.state.rollout_wait.clone().unwrap();
+    assert_eq!(member, "rs-2");
+    sc.state.rollout_wait = Some((member, since - driver::ROLLOUT_STUCK_AFTER_MS - 1));
+    for _ in 0..3 {
+        seen.extend(sc.pass().await);
+    }
+    let status = sc.api.status();
+    let degraded = condition(&status, "Degraded");
+    assert_eq!(degraded.status, "True");
+    assert_eq!(degraded.reason, "RolloutStuck");
+    assert!(degraded.message.contains("rs-2"), "{}", degraded.message);
+    assert!(
+        !seen.iter().any(|s| s.method == "DELETE"),
+        "no other member is replaced while the update is stuck"
+    );
+    assert_eq!(
+        status.leader.as_deref(),
+        Some("rs-0"),
+        "no switchover either"
+    );
+    assert_eq!(sc.api.label("rs-0").as_deref(), Some("leader"));
 }
 
 // ------------------------------------------------------- live settings

@@ -40,6 +40,8 @@ struct Node {
     leader: Option<String>,
     fenced: bool,
     down: bool,
+    /// Log end (reported as every offset).
+    end: u64,
     fail_promote: Option<String>,
     /// Replication settings in force; `None`: a node too old to report
     /// them (and to take `POST /config`).
@@ -77,6 +79,7 @@ impl FakeNodes {
                 leader: None,
                 fenced: false,
                 down: false,
+                end: 0,
                 fail_promote: None,
                 settings: None,
                 refuse_config: None,
@@ -99,6 +102,21 @@ impl FakeNodes {
     pub fn set_down(&self, name: &str, down: bool) {
         if let Some(n) = self.nodes.lock().unwrap().get_mut(name) {
             n.down = down;
+        }
+    }
+
+    /// The node's log ends at `end`.
+    pub fn set_end(&self, name: &str, end: u64) {
+        if let Some(n) = self.nodes.lock().unwrap().get_mut(name) {
+            n.end = end;
+        }
+    }
+
+    /// The node fenced itself at its own epoch (a leader handing over on
+    /// SIGTERM); no admin call.
+    pub fn fence_self(&self, name: &str) {
+        if let Some(n) = self.nodes.lock().unwrap().get_mut(name) {
+            n.fenced = true;
         }
     }
 
@@ -146,7 +164,7 @@ impl FakeNodes {
         }
     }
 
-    fn snapshot(&self, member: &Member) -> Result<StatusResponse, AdminError> {
+    pub fn snapshot(&self, member: &Member) -> Result<StatusResponse, AdminError> {
         let nodes = self.nodes.lock().unwrap();
         let node = nodes
             .get(&member.name)
@@ -155,6 +173,12 @@ impl FakeNodes {
         let mut s = status(&member.name, node.role, node.epoch, node.leader.as_deref());
         s.fenced = node.fenced;
         s.last_log_epoch = node.log_epoch;
+        s.offsets = rstore_node::admin::Offsets {
+            appended: node.end,
+            durable: node.end,
+            applied: node.end,
+            committed: node.end,
+        };
         if let Some(settings) = &node.settings {
             s.mode = settings.mode;
             s.settings = Some(*settings);

@@ -11,7 +11,7 @@
 pub mod admin;
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::{BoxFuture, join_all};
 use rstore_node::admin::{Role, StatusResponse};
@@ -83,6 +83,26 @@ impl ProbeTracker {
         }
     }
 
+    /// Count a pass's probes, one per member. Only a pass on the probe
+    /// timer counts a failure toward `failureThreshold`: extra passes (a
+    /// pod event, a failover under way) would otherwise reach N failures
+    /// sooner than N probe periods. An answer always ends a run of failures.
+    pub fn record_pass(
+        &mut self,
+        members: &[Member],
+        probes: &[Result<StatusResponse, String>],
+        now_ms: u64,
+        wake: Wake,
+    ) {
+        for (member, probe) in members.iter().zip(probes) {
+            match probe {
+                Ok(_) => self.record(&member.name, probe, now_ms),
+                Err(_) if wake == Wake::Timer => self.record(&member.name, probe, now_ms),
+                Err(_) => {}
+            }
+        }
+    }
+
     /// A member seen answering outside the timer (after a step).
     fn seen(&mut self, name: &str, status: &StatusResponse) {
         let track = self.tracks.entry(name.to_string()).or_default();
@@ -99,6 +119,68 @@ impl ProbeTracker {
     }
 }
 
+/// Why a pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// The probe timer (every `probePeriod`): its failed probes count.
+    Timer,
+    /// Something changed (a pod event): react now, count nothing failed.
+    Poke,
+    /// A short re-run while a failover or bootstrap is under way.
+    Quick,
+}
+
+/// The probe timer of a driver: a tick every period measured from the
+/// previous tick, not from the end of the previous pass (a pass that takes
+/// part of a period does not stretch it; one that overruns delays the next
+/// tick instead of bunching ticks up), plus pokes and quick re-runs.
+#[derive(Debug)]
+pub struct ProbeClock {
+    ticker: tokio::time::Interval,
+    period: Duration,
+}
+
+impl ProbeClock {
+    /// First tick at once.
+    pub fn new(period: Duration) -> Self {
+        Self {
+            ticker: Self::ticker(tokio::time::Instant::now(), period),
+            period,
+        }
+    }
+
+    fn ticker(start: tokio::time::Instant, period: Duration) -> tokio::time::Interval {
+        let mut ticker = tokio::time::interval_at(start, period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker
+    }
+
+    /// A new period (the spec changed) starts counting from now.
+    pub fn set_period(&mut self, period: Duration) {
+        if period != self.period {
+            self.period = period;
+            self.ticker = Self::ticker(tokio::time::Instant::now() + period, period);
+        }
+    }
+
+    /// Wait for the next pass: the timer, a `poke`, or after `quick` (while
+    /// something is under way), whichever comes first.
+    pub async fn next(&mut self, poke: &tokio::sync::Notify, quick: Option<Duration>) -> Wake {
+        let quick = async {
+            match quick {
+                Some(after) => tokio::time::sleep(after).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = self.ticker.tick() => Wake::Timer,
+            () = poke.notified() => Wake::Poke,
+            () = quick => Wake::Quick,
+        }
+    }
+}
+
 fn last_seen(status: &StatusResponse) -> LastSeen {
     LastSeen {
         epoch: status.epoch,
@@ -107,14 +189,18 @@ fn last_seen(status: &StatusResponse) -> LastSeen {
     }
 }
 
-/// Probe every member concurrently, each within `timeout`.
+/// Probe every member concurrently, each within `timeout`. A member whose
+/// pod is being deleted is probed too: its process runs until it exits,
+/// and a leader among them is handing over (fenced, streaming its tail),
+/// which the brain must see to wait for that tail instead of fencing the
+/// followers that are taking it.
 pub async fn probe_all(
     admin: &dyn NodeAdmin,
     members: &[Member],
     timeout: std::time::Duration,
 ) -> Vec<Result<StatusResponse, String>> {
     join_all(members.iter().map(|member| async move {
-        if member.presence != Presence::Running {
+        if member.presence == Presence::Gone {
             return Err("not running".to_string());
         }
         match tokio::time::timeout(timeout, admin.status(member)).await {
@@ -611,6 +697,109 @@ mod tests {
         let failure = out.done.iter().find(|d| d.result.is_err()).unwrap();
         assert!(failure.result.as_ref().unwrap_err().contains("disk full"));
         assert!(!nodes.calls().iter().any(|c| c.starts_with("follow")));
+    }
+
+    /// A leader pod being deleted fences itself and streams its tail for a
+    /// few seconds (the node's hand-over): it must be probed, so the brain
+    /// hands over by switchover and leaves the followers unfenced until
+    /// the target holds that tail.
+    #[tokio::test]
+    async fn a_leader_pod_being_deleted_is_probed_and_hands_over_before_its_followers_are_fenced() {
+        let nodes = FakeNodes::idle(3);
+        let driver = Recorder::default();
+        let mut members: Vec<Member> = (0..3).map(member).collect();
+        let mut tracker = ProbeTracker::default();
+        let mut recorded = Recorded::default();
+        for _ in 0..2 {
+            let out = pass(&nodes, &driver, &members, &recorded, &mut tracker).await;
+            recorded = out.plan.record;
+            driver.relabel(&mut members);
+        }
+        nodes.set_end("rs-0", 1400);
+        nodes.set_end("rs-1", 1000);
+        nodes.set_end("rs-2", 1000);
+        nodes.fence_self("rs-0");
+        members[0].presence = Presence::Deleting;
+        let before = nodes.calls().len();
+        let out = pass(&nodes, &driver, &members, &recorded, &mut tracker).await;
+        recorded = out.plan.record;
+        let fo = recorded.failover.clone().unwrap();
+        assert_eq!(fo.reason, brain::FailoverReason::Switchover);
+        assert_eq!(fo.phase, brain::Phase::CatchingUp);
+        assert_eq!(fo.target.as_deref(), Some("rs-1"));
+        assert_eq!(
+            nodes.calls()[before..],
+            ["fence rs-0 2"],
+            "only the leader is fenced while its tail streams"
+        );
+
+        // The tail arrives; the process exits and its pod is gone.
+        nodes.set_end("rs-1", 1400);
+        nodes.set_down("rs-0", true);
+        members[0].presence = Presence::Gone;
+        let mut passes = 0;
+        while recorded.failover.is_some() {
+            passes += 1;
+            assert!(passes < 5, "no hand-over after {passes} passes");
+            let out = pass(&nodes, &driver, &members, &recorded, &mut tracker).await;
+            recorded = out.plan.record;
+        }
+        let done = recorded.last_failover.unwrap();
+        assert_eq!(done.reason, brain::FailoverReason::Switchover);
+        assert_eq!(done.new_leader, "rs-1");
+        assert_eq!(done.lost_bytes, 0);
+    }
+
+    #[test]
+    fn only_timed_probes_count_toward_the_failure_threshold() {
+        let members = [member(0)];
+        let failed = [Err("connection refused".to_string())];
+        let mut tracker = ProbeTracker::default();
+        for wake in [Wake::Poke, Wake::Quick, Wake::Poke] {
+            tracker.record_pass(&members, &failed, 1, wake);
+        }
+        assert_eq!(tracker.failures("rs-0"), 0, "pokes come as fast as events");
+        tracker.record_pass(&members, &failed, 2, Wake::Timer);
+        tracker.record_pass(&members, &failed, 3, Wake::Timer);
+        assert_eq!(tracker.failures("rs-0"), 2);
+        // An answer ends the run whenever it comes.
+        let nodes = FakeNodes::idle(1);
+        let answered = [Ok(nodes.snapshot(&members[0]).unwrap())];
+        tracker.record_pass(&members, &answered, 4, Wake::Poke);
+        assert_eq!(tracker.failures("rs-0"), 0);
+    }
+
+    #[tokio::test]
+    async fn the_probe_timer_ticks_every_period_however_long_a_pass_takes() {
+        let period = Duration::from_millis(200);
+        let mut clock = ProbeClock::new(period);
+        let poke = tokio::sync::Notify::new();
+        let started = tokio::time::Instant::now();
+        let mut timed = 0;
+        while timed < 4 {
+            if clock.next(&poke, None).await == Wake::Timer {
+                timed += 1;
+            }
+            // A pass that takes most of a period.
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        // Ticks at 0, 200, 400, 600 ms (+ the last pass); sleeping a period
+        // after each pass would take 4 x 350 ms.
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(1_100), "{took:?}");
+        // A poke wakes it at once, and is no timer tick; nor is a quick re-run.
+        let mut clock = ProbeClock::new(Duration::from_secs(60));
+        assert_eq!(
+            clock.next(&poke, None).await,
+            Wake::Timer,
+            "first tick at once"
+        );
+        poke.notify_one();
+        assert_eq!(clock.next(&poke, None).await, Wake::Poke);
+        assert_eq!(
+            clock.next(&poke, Some(Duration::from_millis(1))).await,
+            Wake::Quick
+        );
     }
 
     #[tokio::test]
