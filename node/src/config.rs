@@ -52,8 +52,11 @@ pub struct Config {
     /// Stable identity of this node [default: the host name].
     #[arg(long, env = "RSTORE_NODE_ID")]
     pub node_id: Option<String>,
-    /// Start as leader (standalone or bootstrap). Ignored when the data
-    /// directory already records a role: restarts never self-promote.
+    /// Start as leader (standalone or bootstrap): a data directory that
+    /// records this node as leader resumes leading at its epoch; any other
+    /// is promoted at an epoch above its own and its log's. Without this
+    /// flag a restart never self-promotes: a former leader comes back idle
+    /// and waits to be told (the operator decides).
     #[arg(long, env = "RSTORE_ROLE", conflicts_with = "follow")]
     pub role: Option<StartRole>,
     /// Replication address (HOST:PORT) of a leader to follow.

@@ -25,7 +25,7 @@ use super::state::{
 use super::supervisor::{self, Backoff, MemberSpec, SupervisorEvent};
 use crate::brain::{FailoverReason, Presence, Recorded, Settings};
 use crate::coordination::{
-    HttpNodeAdmin, Member, PassInput, PassOutcome, ProbeTracker, now_ms, probe_all, run_pass,
+    HttpNodeAdmin, Member, PassInput, PassOutcome, ProbeTracker, Wake, now_ms, probe_all, run_pass,
 };
 
 /// How often the loop re-observes while a failover or switchover runs.
@@ -429,11 +429,11 @@ impl Cluster {
                 why = &mut shutdown => return why,
                 Some(event) = self.events.recv() => {
                     if self.on_event(event) {
-                        self.pass(false).await;
+                        self.pass(Wake::Poke).await;
                     }
                 }
-                _ = ticker.tick() => self.pass(true).await,
-                () = quick_pass => self.pass(false).await,
+                _ = ticker.tick() => self.pass(Wake::Timer).await,
+                () = quick_pass => self.pass(Wake::Quick).await,
             }
             // Re-observe quickly while something is under way: a first
             // leader to choose, a failover, a requested switchover.
@@ -528,8 +528,10 @@ impl Cluster {
         }
     }
 
-    /// One observation and pass. `timed` probes count towards detection.
-    async fn pass(&mut self, timed: bool) {
+    /// One observation and pass. Failed probes count towards detection
+    /// only on the probe timer (the rule is `ProbeTracker::record_pass`,
+    /// the Kubernetes driver's too).
+    async fn pass(&mut self, wake: Wake) {
         if !self.members.iter().all(|m| m.reported) && self.started_at.elapsed() < FIRST_SPAWN {
             // A member not yet started is not gone: wait for every
             // supervisor's first report before judging anyone.
@@ -540,12 +542,7 @@ impl Cluster {
             probe_all(&self.admin, &members, self.probe_timeout),
             self.readyz_all(),
         );
-        if timed {
-            let now = now_ms();
-            for (m, p) in members.iter().zip(&probes) {
-                self.tracker.record(&m.name, p, now);
-            }
-        }
+        self.tracker.record_pass(&members, &probes, now_ms(), wake);
         for (m, p) in members.iter_mut().zip(&probes) {
             m.pod_ready = p.is_ok();
         }
