@@ -204,7 +204,12 @@ fn a_restarted_operator_resumes_the_same_cluster_with_its_data() {
     let stopped = cluster.must_state();
     assert!(stopped["operatorPid"].is_null());
     assert_eq!(stopped["epoch"].as_u64(), Some(epoch));
-    assert_eq!(stopped["cleanShutdown"], true, "{stopped}\n{}", cluster.log());
+    assert_eq!(
+        stopped["cleanShutdown"],
+        true,
+        "{stopped}\n{}",
+        cluster.log()
+    );
 
     // After a clean stop: the same leader at the same epoch, no failover,
     // every acknowledged write there.

@@ -44,8 +44,10 @@
 //! - Promote it at the target epoch; repoint every other answering member
 //!   (the old leader too when it returns: it truncates its diverged tail).
 //!   A promotion that has not succeeded within [`STEP_GRACE_MS`] moves to
-//!   another fenced member that holds the chosen one's whole log, if any
-//!   (else it is retried, and `FailoverBlocked` says why); members that
+//!   another fenced member that holds the chosen one's whole log, if any,
+//!   at the next epoch (all fenced again first, so a late promotion of the
+//!   first choice is refused; else it is retried, and `FailoverBlocked`
+//!   says why); members that
 //!   still do not follow after [`STEP_GRACE_MS`] no longer hold back the
 //!   relabel (an event names them; the steady state repoints them).
 //! - Relabel: leader label off the old pod before it goes on the new one
@@ -984,20 +986,31 @@ fn continue_failover(obs: &Observation, plan: &mut Plan, mut fo: FailoverProgres
                     }
                     Some(c) if c.is_fenced_at(fo.epoch) => {
                         let waited = now.saturating_sub(fo.phase_started_at_ms);
-                        let mut promote = c;
                         if waited >= STEP_GRACE_MS {
                             if let Some(other) = as_complete_candidate(obs, c, fo.epoch) {
+                                // Not at this epoch: a promotion of the first
+                                // choice still in flight could land later,
+                                // and two leaders would share it. Fenced
+                                // again one epoch up, a late promotion at
+                                // this one is refused; the other member wins
+                                // the choice (it holds at least as much log,
+                                // and ties go to it).
                                 plan.events.push(Event::new(
                                     EventReason::PromotionRetargeted,
                                     format!(
-                                        "promoting {} did not succeed within {waited} ms; promoting {} instead, which holds its whole log",
-                                        c.name, other.name
+                                        "promoting {} did not succeed within {waited} ms; fencing again at epoch {} to promote {}, which holds its whole log",
+                                        c.name,
+                                        fo.epoch + 1,
+                                        other.name
                                     ),
                                 ));
-                                fo.new_leader = Some(other.name.clone());
+                                fo.target = Some(other.name.clone());
+                                fo.epoch += 1;
+                                fo.phase = Phase::Fencing;
                                 fo.phase_started_at_ms = now;
+                                fo.new_leader = None;
                                 fo.blocked = None;
-                                promote = other;
+                                continue;
                             } else {
                                 let why = format!(
                                     "promoting {} keeps failing and no other fenced member holds its whole log; retrying it",
@@ -1014,7 +1027,7 @@ fn continue_failover(obs: &Observation, plan: &mut Plan, mut fo: FailoverProgres
                             }
                         }
                         plan.steps.push(Step::Promote {
-                            member: promote.name.clone(),
+                            member: c.name.clone(),
                             epoch: fo.epoch,
                         });
                         break;

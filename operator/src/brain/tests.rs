@@ -1335,6 +1335,20 @@ fn a_promotion_that_keeps_failing_moves_to_a_member_holding_the_whole_log() {
     assert_eq!(done.new_leader, "rs-2");
     assert_eq!(done.lost_bytes, 0);
     assert!(events(&plans).contains(&EventReason::PromotionRetargeted));
+    // One epoch up: a late promotion of rs-1 at the first target epoch
+    // could not make a second leader at rs-2's epoch.
+    let first = steps(&plans)
+        .iter()
+        .find_map(|s| match s {
+            Step::Promote { member, epoch } if member == "rs-1" => Some(*epoch),
+            _ => None,
+        })
+        .expect("rs-1 was tried first");
+    assert_eq!(done.epoch, first + 1);
+    assert!(steps(&plans).contains(&Step::Fence {
+        member: "rs-1".into(),
+        epoch: first + 1
+    }));
     assert_eq!(sim.leaders(), ["rs-2"]);
     assert_eq!(sim.labelled(RoleLabel::Leader), ["rs-2"]);
 }
