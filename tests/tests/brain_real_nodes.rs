@@ -242,6 +242,17 @@ async fn failover_loses_nothing(fault: Fault) {
         // The paused leader wakes up: whatever its clients were waiting on
         // must not be acknowledged (its followers are fenced or moved on).
         nodes[0].resume();
+        // And a write sent to it now, after the failover, is refused (it
+        // is fenced, or its followers are: it can never be acknowledged).
+        let mut stale = nodes[0].client();
+        let reply = redis::cmd("SET")
+            .arg("sent-to-the-old-leader")
+            .arg(1)
+            .query::<()>(&mut stale);
+        assert!(
+            reply.is_err(),
+            "the resumed old leader acknowledged a write after the failover"
+        );
     }
     let expected = workload.finish();
     let lost = missing(nodes[new].addrs.data, &expected);
@@ -258,6 +269,11 @@ async fn failover_loses_nothing(fault: Fault) {
         .arg("failover")
         .query(&mut conn)
         .unwrap();
+    let stale: Option<String> = redis::cmd("GET")
+        .arg("sent-to-the-old-leader")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(stale, None, "a refused write is not on the new leader");
 
     // The old leader returns (restarted, or resumed) and follows.
     if let Fault::Kill = fault {
