@@ -90,6 +90,12 @@ pub struct Config {
     /// open to anyone who reaches the admin port.
     #[arg(long, env = "RSTORE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// File holding the admin token, read again on every mutating admin
+    /// call: a token that changes (a Kubernetes Secret volume, which the
+    /// kubelet updates in place) takes effect without a restart. An
+    /// unreadable or empty file refuses every mutating call.
+    #[arg(long, env = "RSTORE_ADMIN_TOKEN_FILE", conflicts_with = "admin_token")]
+    pub admin_token_file: Option<PathBuf>,
 
     /// Largest accepted bulk string (value or argument), bytes.
     #[arg(long, env = "RSTORE_MAX_BULK_BYTES", default_value_t = 512 * 1024 * 1024)]
@@ -178,6 +184,25 @@ impl Config {
         c
     }
 
+    /// The admin token mutating calls need now: `--admin-token`, or the
+    /// trimmed content of `--admin-token-file` read at this moment; None
+    /// when neither is set (calls are open).
+    pub fn admin_token_now(&self) -> Result<Option<String>, String> {
+        if let Some(token) = &self.admin_token {
+            return Ok(Some(token.clone()));
+        }
+        let Some(path) = &self.admin_token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the admin token file {}: {e}", path.display()))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(format!("the admin token file {} is empty", path.display()));
+        }
+        Ok(Some(token.to_string()))
+    }
+
     /// Check combinations clap cannot express.
     pub fn validate(&self) -> Result<(), String> {
         if self.replication_mode == ReplicationMode::SemiSync && self.sync_replicas == 0 {
@@ -192,6 +217,9 @@ impl Config {
             .is_some_and(|t| t.trim().is_empty())
         {
             return Err("--admin-token must not be empty (leave it unset to disable)".into());
+        }
+        if self.admin_token_file.is_some() {
+            self.admin_token_now()?;
         }
         if self.max_bulk_bytes == 0 || self.max_args == 0 {
             return Err("--max-bulk-bytes and --max-args must be positive".into());
@@ -214,6 +242,36 @@ mod tests {
     use clap::Parser;
 
     use super::Config;
+
+    #[test]
+    fn an_admin_token_file_must_be_readable_and_not_empty_at_start_and_excludes_a_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        let path = file.to_str().unwrap();
+        let parse = || Config::try_parse_from(["rstore-node", "--admin-token-file", path]).unwrap();
+        let missing = parse().validate().unwrap_err();
+        assert!(
+            missing.contains("cannot read the admin token file"),
+            "{missing}"
+        );
+        std::fs::write(&file, "\n").unwrap();
+        assert!(parse().validate().unwrap_err().contains("is empty"));
+        std::fs::write(&file, " t0ken \n").unwrap();
+        let c = parse();
+        c.validate().unwrap();
+        assert_eq!(c.admin_token_now().unwrap().as_deref(), Some("t0ken"));
+        assert!(
+            Config::try_parse_from([
+                "rstore-node",
+                "--admin-token",
+                "x",
+                "--admin-token-file",
+                path
+            ])
+            .is_err(),
+            "one or the other"
+        );
+    }
 
     #[test]
     fn worker_threads_default_to_one_less_than_the_cpus_and_zero_is_refused() {

@@ -398,3 +398,52 @@ fn an_empty_admin_token_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+/// `--admin-token-file` is read on every mutating call: a token rotated in
+/// the file (as the kubelet updates a Secret volume) is the only one
+/// accepted from then on, without a restart; an empty or missing file
+/// refuses every mutating call (fails closed), and nothing changes.
+#[test]
+fn an_admin_token_file_is_read_on_every_call_so_a_rotated_token_takes_effect() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("token");
+    std::fs::write(&file, "first-token\n").expect("write the token");
+    let node = Node::leader(&["--admin-token-file", file.to_str().expect("utf-8")]);
+    let body = r#"{"mode": "async", "sync_replicas": 1, "sync_timeout_ms": 1000, "on_sync_timeout": "block", "ack_level": "durable"}"#;
+    let call = |token: &str| {
+        let auth = format!("Authorization: Bearer {token}");
+        rstore_testkit::http(node.addrs.admin, "POST", "/config", &[&auth], Some(body))
+    };
+    assert_eq!(
+        call("first-token").status,
+        200,
+        "the file's token (trimmed)"
+    );
+    assert_eq!(call("second-token").status, 401);
+
+    std::fs::write(&file, "second-token").expect("rotate the token");
+    let old = call("first-token");
+    assert_eq!(
+        old.status, 401,
+        "the old token is refused at once: {}",
+        old.body
+    );
+    assert_eq!(call("second-token").status, 200, "the new one works");
+
+    std::fs::write(&file, "  \n").expect("empty the file");
+    let r = call("second-token");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("is empty"), "{}", r.body);
+    std::fs::remove_file(&file).expect("remove the file");
+    let r = call("second-token");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.body.contains("cannot read the admin token file"),
+        "{}",
+        r.body
+    );
+    // Reads stay open, and nothing changed.
+    let status = node.status();
+    assert_eq!(status.epoch, 1, "{status:?}");
+    assert!(!status.fenced);
+}

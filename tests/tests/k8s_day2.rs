@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::ResourceExt;
 use kube::api::Api;
 use rstore_e2e::k8s::scenario::{
@@ -928,6 +928,120 @@ async fn admin_calls_without_the_token_are_refused_and_change_nothing() {
         .expect("write after");
     rstore_testkit::figure!(
         "day2: auth: {refused} admin calls without (or with a wrong) token refused with 401 on 3 members, none changed; scenario {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The store's admin token, from its Secret (None while it is missing).
+async fn admin_token(store: &Store, client: &kube::Client) -> Option<String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), &store.ns);
+    let secret = api
+        .get_opt(&format!("{}-admin-token", store.name))
+        .await
+        .ok()??;
+    let bytes = secret.data?.get("token")?.0.clone();
+    String::from_utf8(bytes).ok()
+}
+
+/// Whether member `i` takes `token`: a mutating call with it and a body
+/// that cannot parse gets past the token check (400) instead of 401, and
+/// changes nothing.
+async fn takes_token(store: &Store, i: usize, token: &str) -> Option<bool> {
+    let pod = store.pods.get(&store.member(i)).await.ok()?;
+    let ip = pod.status?.pod_ip?;
+    let admin: SocketAddr = format!("{ip}:8080").parse().ok()?;
+    let auth = format!("Authorization: Bearer {token}");
+    match http(admin, "POST", "/fence", &[&auth], "not json").0 {
+        401 => Some(false),
+        400 | 422 => Some(true),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_admin_token_secret_is_replaced_and_reaches_the_running_members() {
+    let Some(cluster) = k8s::shared() else { return };
+    let _serial = SERIAL.lock().await;
+    let started = Instant::now();
+    let store = deploy(cluster, "rotate", &Value::Null).await;
+    let client = cluster.client().await;
+    let before = store.status().await;
+    let old = admin_token(&store, &client).await.expect("the admin token");
+    for i in 0..3 {
+        assert_eq!(takes_token(&store, i, &old).await, Some(true));
+    }
+    let pods_before: Vec<Option<String>> = {
+        let mut uids = Vec::new();
+        for i in 0..3 {
+            uids.push(pod_uid(&store.pods, &store.member(i)).await);
+        }
+        uids
+    };
+
+    // Someone deletes the Secret: the operator makes a new token, the
+    // kubelet updates the members' volume, the members take the new token
+    // and refuse the old one, with no pod restarted.
+    let t = Instant::now();
+    kubectl(
+        cluster,
+        &store.ns,
+        &["delete", "secret", &format!("{}-admin-token", store.name)],
+    );
+    let s = &store;
+    let c = &client;
+    let o = &old;
+    let new = until(
+        cluster,
+        "a new admin token Secret",
+        Duration::from_secs(60),
+        || async move { admin_token(s, c).await.filter(|t| t != o) },
+    )
+    .await;
+    let recreated = t.elapsed();
+    let n = &new;
+    until(
+        cluster,
+        "every member to take the new token and refuse the old one",
+        Duration::from_secs(60),
+        || async move {
+            for i in 0..3 {
+                if takes_token(s, i, n).await != Some(true)
+                    || takes_token(s, i, o).await != Some(false)
+                {
+                    return None;
+                }
+            }
+            Some(())
+        },
+    )
+    .await;
+    let reached = t.elapsed();
+    for (i, uid) in pods_before.iter().enumerate() {
+        assert_eq!(
+            &pod_uid(&store.pods, &store.member(i)).await,
+            uid,
+            "no member pod was replaced"
+        );
+    }
+
+    // The operator can still fail the store over with it.
+    let leader = before.leader.clone().expect("a leader");
+    let t_kill = Instant::now();
+    process::signal(pod_pid(cluster, &store.ns, &leader), "KILL");
+    let after = wait_failover(
+        cluster,
+        &store,
+        before.epoch,
+        t_kill,
+        "leader SIGKILL with the new token",
+    )
+    .await;
+    assert!(after.epoch > before.epoch);
+    rstore_testkit::figure!(
+        "day2: rotate: admin token Secret deleted: recreated by the operator in {:.1} s, taken by all 3 running members (old one refused) {:.1} s after the delete, no pod restarted; a failover with it then took {:.2} s; scenario {:.1} s",
+        recreated.as_secs_f64(),
+        reached.as_secs_f64(),
+        t_kill.elapsed().as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
 }

@@ -44,12 +44,18 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// `Authorization: Bearer <token>` must match `--admin-token` (compared in
-/// constant time); checked before the body is read, so an unauthorized
-/// call changes nothing whatever it carries.
+/// `Authorization: Bearer <token>` must match `--admin-token` or what
+/// `--admin-token-file` holds now (compared in constant time); checked
+/// before the body is read, so an unauthorized call changes nothing
+/// whatever it carries. A token file that cannot be read refuses the call.
 async fn require_token(State(s): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(expected) = s.config.admin_token.as_deref() else {
-        return next.run(request).await;
+    let expected = match s.config.admin_token_now() {
+        Ok(Some(token)) => token,
+        Ok(None) => return next.run(request).await,
+        Err(why) => {
+            tracing::error!(%why, "admin call refused: no admin token to check it against");
+            return error(StatusCode::SERVICE_UNAVAILABLE, &why);
+        }
     };
     let given = request
         .headers()

@@ -7,7 +7,8 @@ use k8s_openapi::api::core::v1::{
     Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSecurityContext,
     PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, SecretKeySelector,
-    SecurityContext, TCPSocketAction, Volume, VolumeMount, WeightedPodAffinityTerm,
+    SecretVolumeSource, SecurityContext, TCPSocketAction, Volume, VolumeMount,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -26,8 +27,15 @@ pub const NODE_BINARY: &str = "/usr/local/bin/rstore-node";
 pub const DATA_DIR: &str = "/data";
 /// UID/GID the node runs as (the image's non-root user).
 pub const RUN_AS: i64 = 10001;
-/// Env var holding the admin token (the node's fallback for `--admin-token`).
-pub const ADMIN_TOKEN_ENV: &str = "RSTORE_ADMIN_TOKEN";
+/// Env var naming the admin token file (the node's fallback for
+/// `--admin-token-file`).
+pub const ADMIN_TOKEN_FILE_ENV: &str = "RSTORE_ADMIN_TOKEN_FILE";
+/// Where the admin token Secret is mounted (read-only): the node reads
+/// `<dir>/token` on every mutating admin call, so a replaced Secret reaches
+/// running members when the kubelet updates the volume, with no restart.
+pub const ADMIN_TOKEN_DIR: &str = "/etc/rstore/admin";
+/// Name of the admin token volume.
+const ADMIN_TOKEN_VOLUME: &str = "admin-token";
 /// Key of the token in the per-store admin token Secret.
 pub const ADMIN_TOKEN_KEY: &str = "token";
 /// Env var holding the password (the node's fallback for `--requirepass`).
@@ -128,12 +136,26 @@ fn template_without_hash(store: &ValidatedStore) -> PodTemplateSpec {
                     ..PodSecurityContext::default()
                 },
             )),
-            volumes: Some(vec![Volume {
-                // The root filesystem is read-only; /tmp is scratch space.
-                name: "tmp".to_string(),
-                empty_dir: Some(EmptyDirVolumeSource::default()),
-                ..Volume::default()
-            }]),
+            volumes: Some(vec![
+                Volume {
+                    // The root filesystem is read-only; /tmp is scratch space.
+                    name: "tmp".to_string(),
+                    empty_dir: Some(EmptyDirVolumeSource::default()),
+                    ..Volume::default()
+                },
+                Volume {
+                    // Only the operator (which owns the Secret) can fence,
+                    // promote or repoint a member.
+                    name: ADMIN_TOKEN_VOLUME.to_string(),
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(labels::admin_token_secret_name(&store.name)),
+                        default_mode: Some(0o440),
+                        optional: Some(false),
+                        ..SecretVolumeSource::default()
+                    }),
+                    ..Volume::default()
+                },
+            ]),
             affinity: affinity(store),
             node_selector: scheduling.node_selector.clone(),
             tolerations: scheduling.tolerations.clone(),
@@ -156,18 +178,9 @@ fn container(store: &ValidatedStore) -> Container {
         }),
         ..EnvVar::default()
     }];
-    // Only the operator (which owns the Secret) can fence, promote or
-    // repoint a member.
     env.push(EnvVar {
-        name: ADMIN_TOKEN_ENV.to_string(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: labels::admin_token_secret_name(&store.name),
-                key: ADMIN_TOKEN_KEY.to_string(),
-                optional: Some(false),
-            }),
-            ..EnvVarSource::default()
-        }),
+        name: ADMIN_TOKEN_FILE_ENV.to_string(),
+        value: Some(format!("{ADMIN_TOKEN_DIR}/{ADMIN_TOKEN_KEY}")),
         ..EnvVar::default()
     });
     if let Some(auth) = &store.spec.auth {
@@ -227,6 +240,12 @@ fn container(store: &ValidatedStore) -> Container {
             VolumeMount {
                 name: "tmp".to_string(),
                 mount_path: "/tmp".to_string(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: ADMIN_TOKEN_VOLUME.to_string(),
+                mount_path: ADMIN_TOKEN_DIR.to_string(),
+                read_only: Some(true),
                 ..VolumeMount::default()
             },
         ]),
@@ -484,7 +503,7 @@ mod tests {
             .iter()
             .map(|m| m.mount_path.as_str())
             .collect();
-        assert_eq!(mounts, ["/data", "/tmp"]);
+        assert_eq!(mounts, ["/data", "/tmp", "/etc/rstore/admin"]);
         assert_eq!(spec.automount_service_account_token, Some(false));
     }
 
@@ -592,21 +611,35 @@ mod tests {
     }
 
     #[test]
-    fn the_admin_token_comes_from_the_stores_own_secret() {
+    fn the_admin_token_comes_from_the_stores_own_secret_mounted_as_a_file() {
         let spec = pod_spec("  {}");
         let env = spec.containers[0].env.as_ref().unwrap();
-        let token = env.iter().find(|e| e.name == ADMIN_TOKEN_ENV).unwrap();
-        assert!(token.value.is_none(), "never inline");
-        let secret = token
-            .value_from
+        let file = env.iter().find(|e| e.name == ADMIN_TOKEN_FILE_ENV).unwrap();
+        assert_eq!(file.value.as_deref(), Some("/etc/rstore/admin/token"));
+        assert!(
+            env.iter().all(|e| e.name != "RSTORE_ADMIN_TOKEN"),
+            "never in the environment (a replaced Secret would not reach it)"
+        );
+        let volume = spec
+            .volumes
             .as_ref()
             .unwrap()
-            .secret_key_ref
-            .as_ref()
+            .iter()
+            .find(|v| v.name == ADMIN_TOKEN_VOLUME)
             .unwrap();
-        assert_eq!(secret.key, ADMIN_TOKEN_KEY);
-        assert!(secret.name.ends_with("-admin-token"), "{}", secret.name);
+        let secret = volume.secret.as_ref().unwrap();
+        let name = secret.secret_name.as_deref().unwrap();
+        assert!(name.ends_with("-admin-token"), "{name}");
         assert_eq!(secret.optional, Some(false));
+        let mount = spec.containers[0]
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.name == ADMIN_TOKEN_VOLUME)
+            .unwrap();
+        assert_eq!(mount.mount_path, ADMIN_TOKEN_DIR);
+        assert_eq!(mount.read_only, Some(true));
     }
 
     #[test]

@@ -41,12 +41,18 @@ use rstore_node::admin::{ReplicationSettings, StatusResponse};
 /// Annotation requesting a planned switchover to the named pod.
 pub const SWITCHOVER_ANNOTATION: &str = "rstore.dev/switchover-to";
 
+/// How often a driver reads its store's admin token Secret again.
+const TOKEN_REFRESH: Duration = Duration::from_secs(10);
+
 /// What a driver task keeps between passes.
 #[derive(Default)]
 pub(crate) struct TaskState {
     pub tracker: ProbeTracker,
-    /// Read once found: the Secret is never rewritten.
+    /// The admin token, read again every [`TOKEN_REFRESH`]: a Secret
+    /// deleted and recreated holds a new token, which the members read
+    /// from their volume once the kubelet updates it.
     pub token: Option<AdminToken>,
+    pub token_read_at: Option<std::time::Instant>,
     /// The member a rolling update waits on, and since when (unix ms).
     pub rollout_wait: Option<(String, u64)>,
     /// A switchover the rolling update asked for.
@@ -182,6 +188,7 @@ pub(crate) async fn pass(
     let TaskState {
         tracker,
         token,
+        token_read_at,
         rollout_wait,
         rollout_switchover,
         live,
@@ -206,8 +213,17 @@ pub(crate) async fn pass(
         .await
         .map_err(Error::kube("list member pods"))?;
     let mut members = members::from_pods(name, namespace, &pods.items);
-    if token.is_none() {
+    if token.is_none() || token_read_at.is_none_or(|t| t.elapsed() >= TOKEN_REFRESH) {
         *token = super::admin_token(ctx, namespace, name).await?;
+        if token.is_none() {
+            // Deleted by hand: a new one now (the reconciler would only
+            // on its next periodic pass; watching Secrets would need list
+            // and watch on every Secret). Members read it from their
+            // volume once the kubelet updates it.
+            super::ensure_admin_token(ctx, validated).await?;
+            *token = super::admin_token(ctx, namespace, name).await?;
+        }
+        *token_read_at = Some(std::time::Instant::now());
     }
     for member in &mut members {
         member.admin_token = token.clone();

@@ -155,7 +155,7 @@ pub async fn reconcile(store: Arc<ReplicatedStore>, ctx: Arc<Context>) -> Result
 
 /// Create the store's admin token Secret once. It is never rewritten: the
 /// running members hold the token it had when they started.
-async fn ensure_admin_token(ctx: &Context, store: &ValidatedStore) -> Result<(), Error> {
+pub(crate) async fn ensure_admin_token(ctx: &Context, store: &ValidatedStore) -> Result<(), Error> {
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &store.namespace);
     let name = labels::admin_token_secret_name(&store.name);
     if secrets

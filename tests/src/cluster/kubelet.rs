@@ -19,7 +19,8 @@
 //!   `RSTORE_K8S_NETNS=0` forces this);
 //! - volumes are folders: a PVC is `<cluster>/volumes/<ns>/<claim>` and
 //!   outlives the pod; emptyDir, Secret, ConfigMap and projected volumes are
-//!   written per pod; an argument or env value naming a mount path is
+//!   written per pod (Secret and ConfigMap ones again every 2 s while it
+//!   runs, as the kubelet's sync updates them); an argument or env value naming a mount path is
 //!   rewritten to the folder (there is no mount namespace), and a pod with a
 //!   ServiceAccount token gets a kubeconfig with that token (`KUBECONFIG`),
 //!   which kube clients read before the in-cluster files;
@@ -827,9 +828,18 @@ async fn pod_worker(state: Arc<State>, client: Client, mut rx: watch::Receiver<O
         ));
         let run_started = Instant::now();
         let mut stop_reason: Option<&str> = None;
+        // Secret and ConfigMap volumes follow their objects while the
+        // container runs, as the kubelet's periodic sync does.
+        let mut volume_sync = tokio::time::interval(VOLUME_SYNC);
+        volume_sync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let exit = loop {
             tokio::select! {
                 status = child.wait() => break status.ok(),
+                _ = volume_sync.tick() => {
+                    if let Err(e) = refresh_volumes(&state, &client, &pod, &env).await {
+                        log_line(&state, format!("{key}: volume sync: {e}"));
+                    }
+                }
                 ev = probe_rx.recv() => match ev {
                     Some(ProbeEvent::Started) => {
                         rs.started = true;
@@ -1558,6 +1568,31 @@ async fn prepare(
     })
 }
 
+/// How often a running pod's Secret and ConfigMap volumes are rewritten
+/// from their objects (the real kubelet: about a minute).
+const VOLUME_SYNC: Duration = Duration::from_secs(2);
+
+/// Rewrite the pod's Secret and ConfigMap volumes from the objects now.
+async fn refresh_volumes(
+    state: &State,
+    client: &Client,
+    pod: &Pod,
+    env: &PodEnv,
+) -> Result<(), String> {
+    let volumes = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default();
+    for v in volumes
+        .iter()
+        .filter(|v| v.secret.is_some() || v.config_map.is_some())
+    {
+        volume_dir(state, client, pod, v, env).await?;
+    }
+    Ok(())
+}
+
 async fn volume_dir(
     state: &State,
     client: &Client,
@@ -1591,7 +1626,11 @@ async fn volume_dir(
             std::fs::create_dir_all(parent)
                 .map_err(|e| format!("create {}: {e}", parent.display()))?;
         }
-        std::fs::write(&p, data).map_err(|e| format!("write {}: {e}", p.display()))
+        // Replaced whole (written aside, renamed), as the kubelet swaps a
+        // Secret volume's contents: a reader never sees half a file.
+        let tmp = p.with_extension("kubelet-tmp");
+        std::fs::write(&tmp, data).map_err(|e| format!("write {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &p).map_err(|e| format!("rename to {}: {e}", p.display()))
     };
     let items = |data: BTreeMap<String, Vec<u8>>,
                  items: Option<Vec<k8s_openapi::api::core::v1::KeyToPath>>|
