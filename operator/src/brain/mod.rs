@@ -345,6 +345,12 @@ pub struct FailoverProgress {
     /// Why the failover cannot go on, while it cannot.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked: Option<String>,
+    /// The old leader hands over by itself: its pod is being deleted, it
+    /// fenced itself on SIGTERM and exits once a follower holds its whole
+    /// log. Once it stops answering there is nothing left to wait for (its
+    /// pod may already be back under the same name, answering nothing yet).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub handing_over: bool,
 }
 
 /// A completed failover or switchover (`status.lastFailover`).
@@ -867,6 +873,8 @@ fn start_failover(
         lost_bytes: 0,
         fork_offset: 0,
         blocked: None,
+        handing_over: reason == FailoverReason::Switchover
+            && old.is_some_and(|o| o.presence == Presence::Deleting),
     };
     let mut started = Event::new(
         EventReason::FailoverStarted,
@@ -936,12 +944,17 @@ fn continue_failover(obs: &Observation, plan: &mut Plan, mut fo: FailoverProgres
                 let caught_up = reached.is_some_and(|o| o >= end);
                 let waited = now.saturating_sub(fo.phase_started_at_ms);
                 // A leader that exited streams nothing more: waiting is vain.
+                // One handing over exits only once a follower holds its
+                // whole log, so its silence is not worth the probes a
+                // merely slow leader gets.
                 let leader_gone = fo
                     .old_leader
                     .as_deref()
                     .and_then(|l| obs.member(l))
                     .is_none_or(|o| {
-                        o.status().is_none() && !o.merely_suspected(obs.settings.failure_threshold)
+                        o.status().is_none()
+                            && (fo.handing_over
+                                || !o.merely_suspected(obs.settings.failure_threshold))
                     });
                 if !caught_up && !leader_gone && waited < obs.settings.switchover_timeout_ms {
                     plan.waiting = Some(format!(

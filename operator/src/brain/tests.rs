@@ -1240,6 +1240,43 @@ fn a_leader_being_deleted_that_fenced_itself_hands_over_before_any_follower_is_f
 }
 
 #[test]
+fn a_leader_handing_over_whose_pod_is_back_but_silent_does_not_hold_the_switchover() {
+    let mut sim = Sim::healthy(3, 2);
+    sim.settings.mode = ReplicationMode::Async;
+    sim.node("rs-0").end = 1400;
+    sim.node("rs-0").committed = 1400;
+    sim.node("rs-0").fenced = true;
+    sim.node("rs-0").presence = Presence::Deleting;
+    sim.now += 500;
+    sim.probe();
+    let plans = sim.pass();
+    let fo = plans.last().unwrap().record.failover.clone().unwrap();
+    assert!(fo.handing_over);
+    assert_eq!(fo.phase, Phase::CatchingUp);
+    assert_eq!(fo.target.as_deref(), Some("rs-1"));
+    // It handed its whole log to rs-2 (not the target) and exited; its pod
+    // is already back under the same name, its node not answering yet.
+    sim.node("rs-2").end = 1400;
+    let old = sim.node("rs-0");
+    old.presence = Presence::Running;
+    old.answering = false;
+    old.fenced = false;
+    old.role = Role::Idle;
+    sim.now += 100;
+    sim.probe();
+    let mut plans = sim.pass();
+    let fo = plans.last().unwrap().record.failover.clone();
+    assert!(
+        fo.as_ref().is_none_or(|f| f.phase != Phase::CatchingUp),
+        "no wait for probes of a pod that can stream nothing: {fo:?}"
+    );
+    plans.extend(sim.settle());
+    let done = completed(&plans).unwrap();
+    assert_eq!(done.new_leader, "rs-2", "it holds the whole log");
+    assert_eq!(done.lost_bytes, 0);
+}
+
+#[test]
 fn a_deleted_leader_that_already_exited_is_failed_over_at_once() {
     let mut sim = Sim::healthy(3, 2);
     sim.node("rs-0").presence = Presence::Deleting;

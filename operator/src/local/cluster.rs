@@ -1048,6 +1048,7 @@ mod tests {
             lost_bytes: 0,
             fork_offset: 0,
             blocked: None,
+            handing_over: false,
         });
         assert_eq!(clean_resume_leader(dir.path(), &failing_over), None);
         // It restarted idle, or was fenced above the record: not resumed.

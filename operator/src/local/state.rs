@@ -387,6 +387,7 @@ mod tests {
             lost_bytes: 0,
             fork_offset: 0,
             blocked: None,
+            handing_over: false,
         });
         file.last_failover = Some(FailoverRecord {
             reason: FailoverReason::Switchover,
