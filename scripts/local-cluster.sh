@@ -9,4 +9,7 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cargo build --release -p rstore-node -p rstore-operator --manifest-path "$root/Cargo.toml"
-exec "$root/target/release/rstore-operator" local "$@"
+# Where cargo put them (CARGO_TARGET_DIR moves the target folder).
+target=${CARGO_TARGET_DIR:-$root/target}
+case "$target" in /*) ;; *) target="$PWD/$target" ;; esac  # relative: to where cargo ran
+exec "$target/release/rstore-operator" local "$@"
