@@ -295,10 +295,7 @@ async fn operator_killed_mid_failover(cluster: &'static Cluster, name: &str, tak
     write_keys(&store, "k");
     let st = store.status().await;
     let leader = st.leader.clone().expect("a leader");
-    let followers: Vec<String> = (0..3)
-        .map(|i| store.member(i))
-        .filter(|p| *p != leader)
-        .collect();
+    let followers = store.followers_of(&leader);
     let (active, _) = lease(&client).await.expect("the operator Lease");
 
     // One follower frozen and the leader dead (its restart held): the

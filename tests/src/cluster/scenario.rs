@@ -152,6 +152,14 @@ impl Store {
     pub fn member(&self, i: usize) -> String {
         format!("{}-{i}", self.name)
     }
+
+    /// Pod names of the members other than `leader`.
+    pub fn followers_of(&self, leader: &str) -> Vec<String> {
+        (0..self.replicas as usize)
+            .map(|i| self.member(i))
+            .filter(|p| p != leader)
+            .collect()
+    }
 }
 
 /// Merge `patch` into `doc` (objects key by key, anything else replaced).
@@ -358,6 +366,23 @@ pub async fn wait_failover(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Wait until the failed-over `old_leader` is back as a ready member:
+/// a follower, or the leader again when it was back before the operator
+/// chose (it holds every record; ties go to the lowest ordinal), which
+/// `after` (the status after the failover) says. Its role.
+pub async fn wait_old_leader_back(
+    store: &Store,
+    old_leader: &str,
+    after: &ReplicatedStoreStatus,
+) -> String {
+    let roles: &[&str] = if after.leader.as_deref() == Some(old_leader) {
+        &["leader"]
+    } else {
+        &["follower"]
+    };
+    wait_member(store, old_leader, roles).await
 }
 
 /// Wait until `member` is back as a ready member in `roles`.

@@ -19,7 +19,7 @@ use super::platform::Platform;
 use super::scenario::{
     KEYS, OPERATOR_NS, Store, assert_no_rbac_denials, check_keys, deploy, deploy_example,
     endpoints, failover_under_writer, kubectl, operator_metric, patch_spec, pod_ips, pod_uid,
-    redis_at, settled, sts_replicas, until, wait_member, write_keys,
+    redis_at, settled, sts_replicas, until, wait_member, wait_old_leader_back, write_keys,
 };
 
 // ------------------------------------------------ the example store
@@ -53,10 +53,7 @@ pub async fn the_example_store_serves_and_fails_over_on_pod_delete(cluster: &dyn
 
     let st = store.status().await;
     let leader = st.leader.clone().expect("a leader");
-    let followers: Vec<String> = (0..3)
-        .map(|i| store.member(i))
-        .filter(|p| *p != leader)
-        .collect();
+    let followers = store.followers_of(&leader);
 
     // The leader and read Services select the right pods.
     let want_leader = pod_ips(&store.pods, std::slice::from_ref(&leader)).await;
@@ -140,15 +137,7 @@ pub async fn the_example_store_serves_and_fails_over_on_pod_delete(cluster: &dyn
     )
     .await;
     // The StatefulSet recreates the pod under the same name and volume.
-    // Usually a follower was promoted and it rejoins as a follower; when it
-    // is back before the operator chose, it may be chosen again (it holds
-    // every record; ties go to the lowest ordinal), at a new epoch.
-    let roles: &[&str] = if after.leader.as_deref() == Some(leader.as_str()) {
-        &["leader"]
-    } else {
-        &["follower"]
-    };
-    let role = wait_member(&store, &leader, roles).await;
+    let role = wait_old_leader_back(&store, &leader, &after).await;
     rstore_testkit::figure!(
         "k8s: demo: {leader} back as {role} {:.2} s after its pod was deleted",
         t.elapsed().as_secs_f64()
@@ -156,31 +145,36 @@ pub async fn the_example_store_serves_and_fails_over_on_pod_delete(cluster: &dyn
     assert_no_rbac_denials(cluster);
 }
 
-/// The leader's process killed with SIGKILL under a continuous writer:
-/// no acknowledged write lost; the restarted container comes back.
-pub async fn the_leader_process_killed_with_sigkill_fails_over_and_returns(cluster: &dyn Platform) {
-    let store = deploy_example(cluster, "kill").await;
-    let st = store.status().await;
-    let leader = st.leader.clone().expect("a leader");
+/// The example store `name` with some keys written, then `signal` sent to
+/// its leader's process under a continuous writer (see
+/// [`failover_under_writer`]); the keys are checked after the failover.
+/// The store, the old leader, the status after, and when the signal went.
+async fn signal_the_leader(
+    cluster: &dyn Platform,
+    name: &str,
+    signal: &str,
+) -> (Store, String, ReplicatedStoreStatus, Instant) {
+    let store = deploy_example(cluster, name).await;
+    let leader = store.status().await.leader.expect("a leader");
     write_keys(&store, "k");
     let t = Instant::now();
-    let (after, _) = failover_under_writer(cluster, &store, "leader SIGKILL", || {
+    let what = format!("leader SIG{signal}");
+    let (after, _) = failover_under_writer(cluster, &store, &what, || {
         cluster
-            .signal_pod(&store.ns, &leader, "KILL")
-            .expect("SIGKILL the leader's process")
+            .signal_pod(&store.ns, &leader, signal)
+            .unwrap_or_else(|e| panic!("{what}: {e}"))
     })
     .await;
     check_keys(&store, "k");
-    // The container restarts at once (restartPolicy Always) and comes back
-    // as a follower; when it is back before the operator chose, it can be
-    // chosen again (it holds every committed record; ties go to the lowest
-    // ordinal), at a new epoch.
-    let roles: &[&str] = if after.leader.as_deref() == Some(leader.as_str()) {
-        &["leader"]
-    } else {
-        &["follower"]
-    };
-    let role = wait_member(&store, &leader, roles).await;
+    (store, leader, after, t)
+}
+
+/// The leader's process killed with SIGKILL under a continuous writer:
+/// no acknowledged write lost; the restarted container comes back.
+pub async fn the_leader_process_killed_with_sigkill_fails_over_and_returns(cluster: &dyn Platform) {
+    let (store, leader, after, t) = signal_the_leader(cluster, "kill", "KILL").await;
+    // The container restarts at once (restartPolicy Always).
+    let role = wait_old_leader_back(&store, &leader, &after).await;
     rstore_testkit::figure!(
         "k8s: kill: {leader} back as {role} {:.2} s after SIGKILL ({})",
         t.elapsed().as_secs_f64(),
@@ -195,19 +189,8 @@ pub async fn the_leader_process_killed_with_sigkill_fails_over_and_returns(clust
 pub async fn the_leader_process_stopped_with_sigstop_fails_over_and_returns_as_follower(
     cluster: &dyn Platform,
 ) {
-    let store = deploy_example(cluster, "stop").await;
-    let st = store.status().await;
-    let leader = st.leader.clone().expect("a leader");
-    write_keys(&store, "k");
-    let t = Instant::now();
-    let (after, _) = failover_under_writer(cluster, &store, "leader SIGSTOP", || {
-        cluster
-            .signal_pod(&store.ns, &leader, "STOP")
-            .expect("SIGSTOP the leader's process")
-    })
-    .await;
+    let (store, leader, after, t) = signal_the_leader(cluster, "stop", "STOP").await;
     assert_ne!(after.leader.as_deref(), Some(leader.as_str()));
-    check_keys(&store, "k");
     // Resumed, the old leader is fenced and repointed: a follower.
     cluster
         .signal_pod(&store.ns, &leader, "CONT")
