@@ -122,6 +122,14 @@ impl HttpNodeAdmin {
     }
 }
 
+impl HttpNodeAdmin {
+    /// `GET /readyz` through the member's pooled probe client (local mode
+    /// reads it where Kubernetes has the pod's Ready condition).
+    pub async fn readyz(&self, member: &Member) -> Result<(), AdminError> {
+        self.client(member, true).readyz().await
+    }
+}
+
 impl NodeAdmin for HttpNodeAdmin {
     fn status<'a>(
         &'a self,

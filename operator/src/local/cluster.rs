@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
-use rstore_node::admin::{AdminClient, StatusResponse};
+use rstore_node::admin::StatusResponse;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -540,7 +540,7 @@ impl Cluster {
         let mut members = self.coordination_members();
         let (probes, readyz) = tokio::join!(
             probe_all(&self.admin, &members, self.probe_timeout),
-            self.readyz_all(),
+            self.readyz_all(&members),
         );
         self.tracker.record_pass(&members, &probes, now_ms(), wake);
         for (m, p) in members.iter_mut().zip(&probes) {
@@ -573,15 +573,15 @@ impl Cluster {
 
     /// `GET /readyz` of every running member, concurrently, each within
     /// the probe timeout.
-    async fn readyz_all(&self) -> Vec<bool> {
+    async fn readyz_all(&self, members: &[Member]) -> Vec<bool> {
         let timeout = self.probe_timeout;
-        join_all(self.members.iter().map(|m| async move {
+        join_all(members.iter().map(|m| async move {
             if m.presence != Presence::Running {
                 return false;
             }
-            let client = AdminClient::with_timeout(m.spec.admin.to_string(), timeout);
+            // The probes' pooled client: no new connection per pass.
             matches!(
-                tokio::time::timeout(timeout, client.readyz()).await,
+                tokio::time::timeout(timeout, self.admin.readyz(m)).await,
                 Ok(Ok(()))
             )
         }))
